@@ -1,0 +1,60 @@
+"""Command line: ``python -m rlhf_helpers <stage> [--profile tiny|gpt2] ...``.
+
+Stages: ``tokenizer``, ``data``, ``sft``, and ``run`` (every stage built so far, in order).
+Each writes its artifacts and a JSON run card under ``<artifacts root>/<profile>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import PROFILES, get_config
+
+
+def _print(result: dict) -> None:
+    print(json.dumps(result, indent=2, default=str))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rlhf_helpers", description="RLHF from scratch: the course's stages.")
+    parser.add_argument("--profile", default=None, help=f"one of {sorted(PROFILES)} (default: $RLHF_PROFILE or 'tiny')")
+    parser.add_argument("--seed", type=int, default=None, help="override the profile's seed")
+    sub = parser.add_subparsers(dest="stage", required=True)
+    sub.add_parser("tokenizer", help="train (tiny) or fetch (gpt2) the tokenizer")
+    sub.add_parser("data", help="build the prompt datasets (all / train / eval)")
+    sft = sub.add_parser("sft", help="train the supervised policy on IMDb")
+    sft.add_argument("--max-steps", type=int, default=None)
+    sft.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; stops cleanly and saves")
+    sft.add_argument("--output-dir", default=None, help="default: <artifacts>/<profile>/sft_policy")
+    sft.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
+    sft.add_argument("--export-to", default=None, help="also copy the final policy (no optimiser state) here")
+    sub.add_parser("run", help="every stage built so far: tokenizer, data")
+    args = parser.parse_args(argv)
+
+    overrides = {} if args.seed is None else {"seed": args.seed}
+    try:
+        config = get_config(args.profile, **overrides)
+    except (ValueError, TypeError) as err:
+        parser.error(str(err))
+
+    from . import pipeline
+
+    if args.stage == "tokenizer":
+        _print(pipeline.stage_tokenizer(config))
+    elif args.stage == "data":
+        _print(pipeline.stage_data(config))
+    elif args.stage == "sft":
+        sft_overrides = {k: v for k, v in {"max_steps": args.max_steps, "max_minutes": args.max_minutes}.items() if v is not None}
+        result = pipeline.stage_sft(config, output_dir=args.output_dir, resume=not args.no_resume, **sft_overrides)
+        if args.export_to:
+            result["exported_to"] = str(pipeline.export_policy(result["dir"], args.export_to))
+        _print(result)
+    elif args.stage == "run":
+        _print({"tokenizer": pipeline.stage_tokenizer(config), "data": pipeline.stage_data(config)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
