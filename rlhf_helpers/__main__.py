@@ -18,24 +18,27 @@ def _print(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rlhf_helpers", description="RLHF from scratch: the course's stages.")
-    parser.add_argument("--profile", default=None, help=f"one of {sorted(PROFILES)} (default: $RLHF_PROFILE or 'tiny')")
-    parser.add_argument("--seed", type=int, default=None, help="override the profile's seed")
+    # --profile / --seed are accepted before or after the stage name.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--profile", default=argparse.SUPPRESS, help=f"one of {sorted(PROFILES)} (default: $RLHF_PROFILE or 'tiny')")
+    common.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="override the profile's seed")
+    parser = argparse.ArgumentParser(prog="python -m rlhf_helpers", description="RLHF from scratch: the course's stages.",
+                                     parents=[common])
     sub = parser.add_subparsers(dest="stage", required=True)
-    sub.add_parser("tokenizer", help="train (tiny) or fetch (gpt2) the tokenizer")
-    sub.add_parser("data", help="build the prompt datasets (all / train / eval)")
-    sft = sub.add_parser("sft", help="train the supervised policy on IMDb")
+    sub.add_parser("tokenizer", parents=[common], help="train (tiny) or fetch (gpt2) the tokenizer")
+    sub.add_parser("data", parents=[common], help="build the prompt datasets (all / train / eval)")
+    sft = sub.add_parser("sft", parents=[common], help="train the supervised policy on IMDb")
     sft.add_argument("--max-steps", type=int, default=None)
     sft.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; stops cleanly and saves")
     sft.add_argument("--output-dir", default=None, help="default: <artifacts>/<profile>/sft_policy")
     sft.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     sft.add_argument("--export-to", default=None, help="also copy the final policy (no optimiser state) here")
-    sub.add_parser("run", help="every stage built so far: tokenizer, data")
+    sub.add_parser("run", parents=[common], help="every stage built so far: tokenizer, data")
     args = parser.parse_args(argv)
 
-    overrides = {} if args.seed is None else {"seed": args.seed}
+    overrides = {"seed": args.seed} if getattr(args, "seed", None) is not None else {}
     try:
-        config = get_config(args.profile, **overrides)
+        config = get_config(getattr(args, "profile", None), **overrides)
     except (ValueError, TypeError) as err:
         parser.error(str(err))
 

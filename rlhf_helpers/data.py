@@ -194,13 +194,15 @@ def build_dataset(
     dataset = dataset.filter(lambda row: len(row["review"]) > config.min_review_chars)
     sampler = LengthSampler(config.prompt_min_tokens, config.prompt_max_tokens, seed=config.seed)
 
-    def tokenize(row):
+    def tokenize(batch):
         # Only the first few tokens are kept, so tokenizing a 1,000-character prefix is enough and
-        # keeps long reviews from tripping the tokenizer's max-length warning.
-        ids = tokenizer.encode(clean_review(row["review"])[:1000], add_special_tokens=False)
-        ids = ids[: sampler()]
-        return {"input_ids": ids, "query": tokenizer.decode(ids)}
+        # keeps long reviews from tripping the tokenizer's max-length warning. Rows are processed in
+        # order, so the seeded sampler gives every row the same length on every run.
+        texts = [clean_review(review)[:1000] for review in batch["review"]]
+        encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        input_ids = [ids[: sampler()] for ids in encoded]
+        return {"input_ids": input_ids, "query": tokenizer.batch_decode(input_ids)}
 
-    dataset = dataset.map(tokenize, remove_columns=["review"])
+    dataset = dataset.map(tokenize, batched=True, batch_size=1000, remove_columns=["review"])
     dataset.set_format(type="torch", columns=["input_ids", "label"], output_all_columns=True)
     return dataset

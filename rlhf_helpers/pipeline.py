@@ -87,7 +87,7 @@ def stage_sft(config: CourseConfig, output_dir: str | Path | None = None, resume
     splits = load_imdb_splits(config)
     tokenizer = get_tokenizer(config)
     start = time.perf_counter()
-    train_blocks = pack_texts(splits["train"]["text"], tokenizer, sft_config.block_size)
+    train_blocks = pack_texts(splits["train"]["text"], tokenizer, sft_config.block_size, max_blocks=sft_config.max_train_blocks)
     eval_blocks = pack_texts(splits["eval"]["text"], tokenizer, sft_config.block_size, max_blocks=sft_config.eval_blocks)
     pack_seconds = time.perf_counter() - start
     if config.model_name_or_path is None:

@@ -76,6 +76,9 @@ class SFTConfig:
     mixed_precision: str = "auto"
     """"bf16", "fp16", "no" or "auto" (bf16 when the CPU/GPU supports it: ~3x faster on AVX512-BF16)."""
 
+    max_train_blocks: int | None = None
+    """Use only the first N packed training blocks (None: all of IMDb train; small values for demos/tests)."""
+
     seed: int = 0
     """Seed of weight init and of the batch order."""
 

@@ -1,0 +1,15 @@
+"""Test-session settings, applied before any test or notebook kernel starts.
+
+The hub is never touched in tests (offline flags), budgets shrink under CI (RLHF_CI=1), and
+notebooks inherit these variables because nbval starts their kernels from this process.
+"""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RLHF_CI", "1")  # notebooks read this to shrink live-training demos
+os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would make cell outputs vary
+os.environ.setdefault("MPLBACKEND", "Agg")
