@@ -96,7 +96,7 @@ def stage_sft(config: CourseConfig, output_dir: str | Path | None = None, resume
         model = GPT2LMHeadModel.from_pretrained(config.model_name_or_path)
     metrics = train_sft(model, tokenizer, train_blocks, eval_blocks, sft_config, output_dir, resume=resume,
                         run_config={**config.to_dict(), "train_blocks": len(train_blocks), "pack_seconds": round(pack_seconds, 1)})
-    return {"dir": str(output_dir), **{k: v for k, v in metrics.items() if k != "history"}}
+    return {"dir": str(output_dir), **{k: v for k, v in metrics.items() if k not in ("history", "losses")}}
 
 
 def export_policy(source_dir: str | Path, target_dir: str | Path) -> Path:

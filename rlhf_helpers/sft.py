@@ -205,11 +205,14 @@ def train_sft(
     resume: bool = True,
     progress: bool = True,
     run_config: dict | None = None,
+    stop_after: int | None = None,
 ) -> dict:
     """Train `model` on packed `train_blocks`; save the final model + tokenizer in `output_dir`.
 
     Checkpoints go to ``output_dir/checkpoint`` (kept, so a finished run can be extended). Returns a dict of
     metrics and the history of (step, train loss, eval perplexity, learning rate, tokens seen).
+    `stop_after`: leave after this many steps *in this call* (checkpointed), as if the run were killed
+    there: a later call with the same `output_dir` resumes (used to test and demonstrate resuming).
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -224,10 +227,11 @@ def train_sft(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, config))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
-    state = {"step": 0, "history": [], "train_seconds": 0.0}
+    state = {"step": 0, "history": [], "train_seconds": 0.0, "losses": []}
     if resume and (checkpoint_dir / "trainer_state.json").exists():
         accelerator.load_state(str(checkpoint_dir))
         state = json.loads((checkpoint_dir / "trainer_state.json").read_text())
+        state.setdefault("losses", [])
         accelerator.print(f"Resuming SFT from step {state['step']} ({checkpoint_dir})")
 
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
@@ -250,6 +254,7 @@ def train_sft(
     started = time.perf_counter()
     seconds_before = state["train_seconds"]
     running_loss = None
+    first_step = state["step"]
     bar = tqdm(total=config.max_steps, initial=state["step"], desc="SFT", disable=not progress or not accelerator.is_main_process)
     model.train()
     while state["step"] < config.max_steps:
@@ -270,10 +275,12 @@ def train_sft(
         state["step"] = step + 1
         state["train_seconds"] = seconds_before + time.perf_counter() - started
         running_loss = loss.item() if running_loss is None else 0.95 * running_loss + 0.05 * loss.item()
+        state["losses"].append(round(loss.item(), 4))
         bar.update(1)
         bar.set_postfix(loss=f"{running_loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         out_of_time = config.max_minutes is not None and state["train_seconds"] >= 60 * config.max_minutes
-        last = state["step"] == config.max_steps or out_of_time
+        interrupted = stop_after is not None and state["step"] - first_step >= stop_after
+        last = state["step"] == config.max_steps or out_of_time or interrupted
         if state["step"] % config.eval_every == 0 or last:
             ppl = evaluate_perplexity(unwrapped, eval_blocks, autocast_dtype=autocast_dtype)
             state["history"].append(
@@ -286,9 +293,11 @@ def train_sft(
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
                 save_checkpoint()
-        if out_of_time:
+        if out_of_time or interrupted:
             break
     bar.close()
+    if interrupted and state["step"] < config.max_steps:
+        return {"steps": state["step"], "interrupted": True}
 
     final_ppl = evaluate_perplexity(unwrapped, eval_blocks, autocast_dtype=autocast_dtype)
     tokens = state["step"] * config.batch_size * config.block_size
@@ -302,6 +311,7 @@ def train_sft(
         "final_train_loss": running_loss,
         "mixed_precision": mixed_precision,
         "history": state["history"],
+        "losses": state["losses"],
     }
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(str(output_dir), safe_serialization=True)

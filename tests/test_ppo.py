@@ -1,0 +1,128 @@
+"""PPO end to end on a random tiny GPT-2: runs, starts at KL 0, resumes on the same trajectory, fails loudly."""
+
+import copy
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from rlhf_helpers.ppo import PPOConfig, PPOTrainer, sample_prompt_batch, truncate_responses
+from rlhf_helpers.value_head import PolicyWithValueHead, response_logprobs_and_values
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(small_tokenizer):
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(small_tokenizer), n_positions=48, n_embd=32, n_layer=2, n_head=2,
+                        resid_pdrop=0, embd_pdrop=0, attn_pdrop=0, eos_token_id=0, bos_token_id=0, pad_token_id=1)
+    return GPT2LMHeadModel(config).eval()
+
+
+@pytest.fixture(scope="module")
+def prompts(small_tokenizer):
+    texts = ["The movie was", "I rented this", "This film is", "What a", "Honestly the acting", "My wife and I",
+             "The plot", "It is a shame"]
+    return [small_tokenizer.encode(t) for t in texts]
+
+
+def letter_reward(texts):
+    """A toy reward: how often the letter 'e' appears (deterministic, cheap)."""
+    return torch.tensor([t.count("e") / max(len(t), 1) * 10 - 1 for t in texts])
+
+
+def make_trainer(tiny_lm, tokenizer, prompts, out, **overrides):
+    settings = dict(steps=4, max_minutes=None, batch_size=8, mini_batch_size=4, ppo_epochs=2, learning_rate=1e-3,
+                    response_min_tokens=3, response_max_tokens=6, checkpoint_every=2, seed=0)
+    settings.update(overrides)
+    policy = PolicyWithValueHead(copy.deepcopy(tiny_lm))
+    return PPOTrainer(policy, copy.deepcopy(tiny_lm), tokenizer, letter_reward, prompts, PPOConfig(**settings), out)
+
+
+def test_value_head_starts_at_zero_and_ignores_padding(tiny_lm):
+    policy = PolicyWithValueHead(copy.deepcopy(tiny_lm))
+    q = torch.tensor([[1, 1, 5, 6], [7, 8, 9, 10]])
+    qm = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    r = torch.tensor([[11, 12, 1], [13, 14, 15]])
+    rm = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    logprobs, logits, values = response_logprobs_and_values(policy, q, qm, r, rm)
+    assert values.abs().max() == 0
+    alone, _, _ = response_logprobs_and_values(policy, q[:1, 2:], qm[:1, 2:], r[:1, :2], rm[:1, :2])
+    torch.testing.assert_close(logprobs[:1, :2], alone, atol=1e-5, rtol=0)
+    assert logprobs[0, 2] == 0
+
+
+def test_truncate_responses_cuts_each_row():
+    ids = torch.arange(12).view(2, 6)
+    mask = torch.ones(2, 6)
+    mask[1, 4:] = 0  # row 1 stopped at EOS after 4 tokens
+    cut_ids, cut_mask = truncate_responses(ids, mask, torch.tensor([2, 5]), pad_id=-1)
+    assert cut_mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+    assert cut_ids.tolist() == [[0, 1, -1, -1], [6, 7, 8, 9]]
+
+
+def test_prompt_batches_cover_the_prompts_once_per_epoch():
+    prompts = [[i] for i in range(10)]
+    epoch = sum((sample_prompt_batch(prompts, 5, step, seed=0) for step in range(2)), [])
+    assert sorted(p[0] for p in epoch) == list(range(10))
+    assert sample_prompt_batch(prompts, 5, 3, seed=0) == sample_prompt_batch(prompts, 5, 3, seed=0)
+
+
+def test_ppo_runs_end_to_end(tiny_lm, small_tokenizer, prompts, tmp_path):
+    trainer = make_trainer(tiny_lm, small_tokenizer, prompts, tmp_path)
+    history = trainer.train(progress=False)
+    assert len(history) == 4
+    first = history[0]
+    assert abs(first["kl"]) < 1e-5  # policy == reference before the first update
+    for stats in history:
+        for key in ("score", "kl", "entropy", "clip_fraction", "approx_kl", "value_loss", "explained_variance",
+                    "response_length", "time_generate", "time_score", "time_update", "episodes_per_second"):
+            assert key in stats and stats[key] == stats[key], key  # present and not NaN
+        assert 3 <= stats["response_length"] <= 6
+    assert history[-1]["kl"] != 0  # the policy moved
+    trainer.save(tmp_path / "final")
+    reloaded = PolicyWithValueHead.from_pretrained(tmp_path / "final")
+    trained = trainer.accelerator.unwrap_model(trainer.policy)
+    torch.testing.assert_close(reloaded.value_head.weight, trained.value_head.weight)
+    assert (tmp_path / "final" / "run_card_ppo.json").exists()
+
+
+def test_resume_continues_the_same_trajectory(tiny_lm, small_tokenizer, prompts, tmp_path):
+    straight = make_trainer(tiny_lm, small_tokenizer, prompts, tmp_path / "a")
+    straight.train(progress=False)
+
+    interrupted = make_trainer(tiny_lm, small_tokenizer, prompts, tmp_path / "b")
+    interrupted.train(progress=False, stop_after=2)  # "killed" after 2 steps (checkpoint at step 2)
+    resumed = make_trainer(tiny_lm, small_tokenizer, prompts, tmp_path / "b")
+    assert resumed.maybe_resume() and resumed.state["step"] == 2
+    resumed.train(progress=False)
+
+    assert [h["score"] for h in resumed.state["history"]] == pytest.approx([h["score"] for h in straight.state["history"]])
+    assert resumed.kl_controller.value == pytest.approx(straight.kl_controller.value)
+    for a, b in zip(straight.accelerator.unwrap_model(straight.policy).parameters(),
+                    resumed.accelerator.unwrap_model(resumed.policy).parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_nan_reward_stops_with_the_step_and_keeps_the_checkpoint(tiny_lm, small_tokenizer, prompts, tmp_path):
+    trainer = make_trainer(tiny_lm, small_tokenizer, prompts, tmp_path)
+    trainer.train(progress=False, stop_after=2)
+    calls = {"n": 0}
+
+    def broken(texts):
+        return torch.full((len(texts),), float("nan"))
+
+    trainer.reward_fn = broken
+    with pytest.raises(FloatingPointError, match="step 2"):
+        trainer.train(progress=False)
+    assert (tmp_path / "checkpoint" / "ppo_state.json").exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(batch_size=8, mini_batch_size=3), "not divisible"),
+    (dict(init_kl_coef=-0.1), "must be >= 0"),
+    (dict(response_max_tokens=45), "context"),
+    (dict(response_min_tokens=7, response_max_tokens=6), "empty or reversed"),
+])
+def test_bad_settings_are_clear_errors(tiny_lm, small_tokenizer, prompts, tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        make_trainer(tiny_lm, small_tokenizer, prompts, tmp_path, **overrides)
