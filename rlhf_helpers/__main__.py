@@ -33,7 +33,24 @@ def main(argv: list[str] | None = None) -> int:
     sft.add_argument("--output-dir", default=None, help="default: <artifacts>/<profile>/sft_policy")
     sft.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     sft.add_argument("--export-to", default=None, help="also copy the final policy (no optimiser state) here")
-    sub.add_parser("run", parents=[common], help="every stage built so far: tokenizer, data")
+    reward = sub.add_parser("reward", parents=[common], help="train, normalise and evaluate the reward model")
+    reward.add_argument("--max-steps", type=int, default=None)
+    reward.add_argument("--max-minutes", type=float, default=None)
+    reward.add_argument("--output-dir", default=None, help="default: <artifacts>/<profile>/reward_model")
+    reward.add_argument("--no-resume", action="store_true")
+    reward.add_argument("--export-to", default=None, help="also copy the final reward model here")
+    ppo = sub.add_parser("ppo", parents=[common], help="align the SFT policy with PPO against the reward model")
+    ppo.add_argument("--steps", type=int, default=None)
+    ppo.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget (tiny default: 5)")
+    ppo.add_argument("--output-dir", default=None, help="default: <artifacts>/<profile>/ppo_policy")
+    ppo.add_argument("--no-resume", action="store_true")
+    evaluate = sub.add_parser("evaluate", parents=[common], help="SFT vs PPO on held-out prompts, independent judges")
+    evaluate.add_argument("--n-prompts", type=int, default=256)
+    run = sub.add_parser("run", parents=[common],
+                         help="the whole pipeline: tokenizer, data, (sft), (reward), ppo, evaluate")
+    run.add_argument("--train-sft", action="store_true", help="train the SFT policy (tiny default: use the shipped one)")
+    run.add_argument("--train-reward", action="store_true", help="train the reward model (tiny default: shipped one)")
+    run.add_argument("--ppo-minutes", type=float, default=None, help="PPO budget (tiny default: 5)")
     args = parser.parse_args(argv)
 
     overrides = {"seed": args.seed} if getattr(args, "seed", None) is not None else {}
@@ -54,8 +71,28 @@ def main(argv: list[str] | None = None) -> int:
         if args.export_to:
             result["exported_to"] = str(pipeline.export_policy(result["dir"], args.export_to))
         _print(result)
+    elif args.stage == "reward":
+        overrides = {k: v for k, v in {"max_steps": args.max_steps, "max_minutes": args.max_minutes}.items() if v is not None}
+        result = pipeline.stage_reward(config, output_dir=args.output_dir, resume=not args.no_resume, **overrides)
+        if args.export_to:
+            result["exported_to"] = str(pipeline.export_policy(result["dir"], args.export_to))
+        _print(result)
+    elif args.stage == "ppo":
+        overrides = {k: v for k, v in {"steps": args.steps, "max_minutes": args.max_minutes}.items() if v is not None}
+        _print(pipeline.stage_ppo(config, output_dir=args.output_dir, resume=not args.no_resume, **overrides))
+    elif args.stage == "evaluate":
+        _print(pipeline.stage_evaluate(config, n_prompts=args.n_prompts))
     elif args.stage == "run":
-        _print({"tokenizer": pipeline.stage_tokenizer(config), "data": pipeline.stage_data(config)})
+        results = {"tokenizer": pipeline.stage_tokenizer(config), "data": pipeline.stage_data(config)}
+        # The tiny profile ships its SFT policy and reward model; the gpt2 profile must train them.
+        if args.train_sft or config.name != "tiny":
+            results["sft"] = pipeline.stage_sft(config)
+        if args.train_reward or config.name != "tiny":
+            results["reward"] = pipeline.stage_reward(config)
+        ppo_overrides = {} if args.ppo_minutes is None else {"max_minutes": args.ppo_minutes}
+        results["ppo"] = pipeline.stage_ppo(config, **ppo_overrides)
+        results["evaluate"] = pipeline.stage_evaluate(config)
+        _print(results)
     return 0
 
 

@@ -99,6 +99,86 @@ def stage_sft(config: CourseConfig, output_dir: str | Path | None = None, resume
     return {"dir": str(output_dir), **{k: v for k, v in metrics.items() if k not in ("history", "losses")}}
 
 
+def stage_reward(config: CourseConfig, **kwargs) -> dict:
+    """Train, normalise and evaluate the reward model (see `rlhf_helpers.reward_model.stage_reward`)."""
+    from .reward_model import stage_reward as _stage_reward
+
+    return _stage_reward(config, **kwargs)
+
+
+def _policy_source(config: CourseConfig, which: str) -> str | Path:
+    """"sft": the trained SFT policy of this profile (shipped for tiny); "ppo": the PPO output."""
+    if which == "sft":
+        trained = config.artifacts_dir / "sft_policy"
+        return trained if (config.name != "tiny" and trained.exists()) else config.name
+    if which == "ppo":
+        return config.artifacts_dir / "ppo_policy"
+    return which
+
+
+def _reward_source(config: CourseConfig) -> str | Path:
+    """The profile's reward model: ``artifacts/<profile>/reward_model`` if trained there, else the shipped one."""
+    trained = config.artifacts_dir / "reward_model"
+    return trained if (trained / "model.safetensors").exists() else config.name
+
+
+def stage_ppo(config: CourseConfig, output_dir: str | Path | None = None, resume: bool = True,
+              progress: bool = True, **ppo_overrides) -> dict:
+    """PPO from the SFT policy against the reward model, on the train prompts; saves policy + run card."""
+    import copy
+
+    from .policy import load_policy
+    from .ppo import PPO_PROFILES, PPOConfig, PPOTrainer
+    from .reward_model import load_reward_model
+    from .value_head import PolicyWithValueHead
+
+    ppo_config = PPOConfig(**{**PPO_PROFILES.get(config.name, {}), "seed": config.seed, **ppo_overrides})
+    output_dir = Path(output_dir) if output_dir else config.artifacts_dir / "ppo_policy"
+    lm, tokenizer = load_policy(_policy_source(config, "sft"))
+    scorer = load_reward_model(_reward_source(config))
+    scorer.check_same_tokenizer(tokenizer)
+    prompts = build_dataset(tokenizer, config, split="train")["input_ids"]
+    trainer = PPOTrainer(PolicyWithValueHead(lm), copy.deepcopy(lm), tokenizer, scorer.score, prompts, ppo_config,
+                         output_dir, run_config=config.to_dict())
+    resumed = resume and trainer.maybe_resume()
+    history = trainer.train(progress=progress)
+    trainer.save(output_dir)
+    last = history[-1] if history else {}
+    return {"dir": str(output_dir), "resumed": bool(resumed), "steps": trainer.state["step"],
+            "seconds": round(trainer.state["seconds"], 1), "first_score": history[0]["score"] if history else None,
+            "last_score": last.get("score"), "last_kl": last.get("kl")}
+
+
+def stage_evaluate(config: CourseConfig, n_prompts: int = 256, policies: dict | None = None, seed: int = 1234) -> dict:
+    """SFT vs PPO policy on held-out prompts: reward, judged positive rates, KL, fluency; run card + samples."""
+    import json
+
+    from .evaluation import evaluate_policy
+    from .judges import default_judges
+    from .policy import load_policy
+    from .reward_model import load_reward_model
+
+    policies = policies or {"sft": _policy_source(config, "sft"), "ppo": _policy_source(config, "ppo")}
+    reference, tokenizer = load_policy(_policy_source(config, "sft"))
+    scorer = load_reward_model(_reward_source(config))
+    judges = default_judges(config)
+    prompts = [ids.tolist() for ids in build_dataset(tokenizer, config, split="eval")["input_ids"][:n_prompts]]
+    out = config.artifacts_dir / "evaluation"
+    out.mkdir(parents=True, exist_ok=True)
+    results, timings = {}, {}
+    for name, source in policies.items():
+        if name != "sft" and not Path(source).exists():
+            continue  # e.g. no PPO run yet
+        start = time.perf_counter()
+        model, _ = load_policy(source)
+        metrics, samples = evaluate_policy(model, reference, tokenizer, prompts, scorer.score, judges, seed=seed)
+        results[name] = metrics
+        timings[name] = round(time.perf_counter() - start, 1)
+        (out / f"samples_{name}.json").write_text(json.dumps(samples[:64], indent=1))
+    write_run_card(out, "evaluate", config.to_dict(), metrics=results, timings=timings, n_prompts=n_prompts)
+    return {"dir": str(out), **results}
+
+
 def export_policy(source_dir: str | Path, target_dir: str | Path) -> Path:
     """Copy a trained policy (weights, config, tokenizer, run card; no optimiser checkpoint) to `target_dir`."""
     source_dir, target_dir = Path(source_dir), Path(target_dir)

@@ -407,3 +407,11 @@ class PPOTrainer:
                            metrics={**(metrics or {}), "steps": self.state["step"], "history": history},
                            timings={"train": round(self.state["seconds"], 1), **{k: round(v, 1) for k, v in self.timer.totals.items()}})
         return directory
+
+
+PPO_PROFILES = {
+    "tiny": {},
+    # Real GPT-2 on a GPU: the historical TRL gpt2-sentiment settings (one pass over the 24,895 prompts).
+    "gpt2": dict(steps=194, max_minutes=None, batch_size=128, mini_batch_size=32, learning_rate=1.41e-5,
+                 checkpoint_every=20),
+}
