@@ -89,9 +89,13 @@ def main(argv: list[str] | None = None) -> int:
             results["sft"] = pipeline.stage_sft(config)
         if args.train_reward or config.name != "tiny":
             results["reward"] = pipeline.stage_reward(config)
-        ppo_overrides = {} if args.ppo_minutes is None else {"max_minutes": args.ppo_minutes}
-        results["ppo"] = pipeline.stage_ppo(config, **ppo_overrides)
-        results["evaluate"] = pipeline.stage_evaluate(config)
+        if pipeline.reward_model_available(config):
+            ppo_overrides = {} if args.ppo_minutes is None else {"max_minutes": args.ppo_minutes}
+            results["ppo"] = pipeline.stage_ppo(config, **ppo_overrides)
+            results["evaluate"] = pipeline.stage_evaluate(config)
+        else:
+            results["ppo"] = ("skipped: no reward model for this profile yet; train one with "
+                              "`python -m rlhf_helpers reward`, then run again")
         _print(results)
     return 0
 

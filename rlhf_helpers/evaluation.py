@@ -33,12 +33,13 @@ def distinct_n(texts: list[str], n: int) -> float:
 
 @torch.no_grad()
 def sample_responses(policy_lm, tokenizer, prompts, seed: int = 1234, min_tokens: int = 4, max_tokens: int = 16,
-                     temperature: float = 1.0, batch_size: int = 64):
-    """Responses for `prompts` with the PPO sampling recipe; lengths drawn per row from [min, max]."""
+                     temperature: float = 1.0, batch_size: int = 64, stop_at_eos: bool = False):
+    """Responses for `prompts` with the PPO sampling recipe; lengths drawn per row from [min, max]
+    (and, as in `PPOConfig.stop_at_eos`, not cut at EOS by default)."""
     from .ppo import truncate_responses
 
     out = generate(policy_lm, tokenizer, prompts, max_new_tokens=max_tokens, temperature=temperature,
-                   top_k=0, top_p=1.0, seed=seed, batch_size=batch_size)
+                   top_k=0, top_p=1.0, seed=seed, batch_size=batch_size, stop_at_eos=stop_at_eos)
     sampler = LengthSampler(min_tokens, max_tokens, seed=seed)
     lengths = torch.tensor([sampler() for _ in prompts])
     response_ids, response_mask = truncate_responses(out.response_ids, out.response_mask, lengths, tokenizer.pad_token_id)

@@ -101,7 +101,7 @@ def stage_sft(config: CourseConfig, output_dir: str | Path | None = None, resume
 
 def stage_reward(config: CourseConfig, **kwargs) -> dict:
     """Train, normalise and evaluate the reward model (see `rlhf_helpers.reward_model.stage_reward`)."""
-    from .reward_model import stage_reward as _stage_reward
+    from .reward_training import stage_reward as _stage_reward
 
     return _stage_reward(config, **kwargs)
 
@@ -114,6 +114,14 @@ def _policy_source(config: CourseConfig, which: str) -> str | Path:
     if which == "ppo":
         return config.artifacts_dir / "ppo_policy"
     return which
+
+
+def reward_model_available(config: CourseConfig) -> bool:
+    """Whether a trained reward model exists for this profile (trained under artifacts, or shipped)."""
+    from .reward_model import shipped_reward_model_dir
+
+    return any((d / "model.safetensors").exists()
+               for d in (config.artifacts_dir / "reward_model", shipped_reward_model_dir(config.name)))
 
 
 def _reward_source(config: CourseConfig) -> str | Path:

@@ -77,6 +77,11 @@ class PPOConfig:
     """0: no top-k. Truncated sampling would bias the KL estimate (negative KL)."""
     top_p: float = 1.0
     """1.0: no nucleus sampling, for the same reason."""
+    stop_at_eos: bool = False
+    """False: every response has its drawn length, EOS or not (the seed recipe's fixed lengths). IMDb
+    reviews are far longer than 16 tokens, and when a response could end at EOS the tiny policy learned,
+    within 5 minutes, to emit EOS after 2-3 tokens (mean length 3.4): a short episode pays less
+    per-token KL penalty. True: stop at EOS (then consider `missing_eos_penalty`)."""
     init_kl_coef: float = 0.2
     """beta, the weight of the per-token KL penalty, at the start (TRL: 0.2)."""
     adaptive_kl: bool = True
@@ -183,7 +188,8 @@ def collect_rollout(policy, reference, tokenizer, reward_fn, prompts, kl_coef: f
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
     with timer("generate"):
         out = generate(policy.lm, tokenizer, prompts, max_new_tokens=config.response_max_tokens,
-                       temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, generator=generator)
+                       temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, generator=generator,
+                       stop_at_eos=config.stop_at_eos)
         sampler = LengthSampler(config.response_min_tokens, config.response_max_tokens, seed=config.seed * 7_919 + step)
         lengths = torch.tensor([sampler() for _ in prompts])
         response_ids, response_mask = truncate_responses(out.response_ids, out.response_mask, lengths, tokenizer.pad_token_id)
