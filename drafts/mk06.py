@@ -1,4 +1,4 @@
-import sys; sys.path.insert(0, "/work/nbsrc")
+import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from nbtools import notebook
 M, C = "md", "code"
 cells = [

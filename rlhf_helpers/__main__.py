@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+from pathlib import Path
 
 from .config import PROFILES, get_config
 
@@ -38,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     reward.add_argument("--max-minutes", type=float, default=None)
     reward.add_argument("--output-dir", default=None, help="default: <artifacts>/<profile>/reward_model")
     reward.add_argument("--no-resume", action="store_true")
-    reward.add_argument("--export-to", default=None, help="also copy the final reward model here")
+    reward.add_argument("--export-to", default=None, help="also copy the final reward model here "
+                        "(with --trl: only its run card, run_card_reward_trl.json)")
+    reward.add_argument("--trl", action="store_true",
+                        help="train with trl.RewardTrainer on the same pairs (default dir: <artifacts>/<profile>/reward_model_trl)")
     ppo = sub.add_parser("ppo", parents=[common], help="align the SFT policy with PPO against the reward model")
     ppo.add_argument("--steps", type=int, default=None)
     ppo.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget (tiny default: 5)")
@@ -72,6 +77,19 @@ def main(argv: list[str] | None = None) -> int:
             result["exported_to"] = str(pipeline.export_policy(result["dir"], args.export_to))
         _print(result)
     elif args.stage == "reward":
+        if args.trl:
+            if args.max_minutes is not None:
+                parser.error("--max-minutes is not supported with --trl (TRL's Trainer counts steps): use --max-steps")
+            from .reward_trl import stage_reward_trl
+
+            result = stage_reward_trl(config, output_dir=args.output_dir,
+                                      **({"max_steps": args.max_steps} if args.max_steps is not None else {}))
+            if args.export_to:  # the TRL model's weights are not shipped: its run card is the record
+                Path(args.export_to).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(Path(result["dir"]) / "run_card_reward_trl.json", args.export_to)
+                result["exported_to"] = args.export_to
+            _print(result)
+            return
         overrides = {k: v for k, v in {"max_steps": args.max_steps, "max_minutes": args.max_minutes}.items() if v is not None}
         result = pipeline.stage_reward(config, output_dir=args.output_dir, resume=not args.no_resume, **overrides)
         if args.export_to:

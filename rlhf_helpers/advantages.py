@@ -27,6 +27,11 @@ The pieces:
 
 * **Explained variance** ``1 - Var[R - V] / Var[R]``: 1 when the value function predicts the returns
   exactly, 0 when it does no better than a constant, negative when it is worse than a constant.
+
+* **Leave-one-out baseline** (RLOO; Kool et al. 2019, "Buy 4 REINFORCE Samples, Get a Baseline for
+  Free!"; Ahmadian et al. 2024, "Back to Basics: Revisiting REINFORCE Style Optimization for Learning
+  from Human Feedback in LLMs"). No value function: sample k responses per prompt and use the mean
+  reward of the *other* k - 1 as each one's baseline. One number per response, not per token.
 """
 
 from __future__ import annotations
@@ -178,3 +183,49 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
     if var_returns == 0:
         return math.nan  # undefined: there is no variance to explain
     return float(1.0 - masked_var(returns - values, m, unbiased=False) / var_returns)
+
+
+# ----------------------------------------------------------------------------------------------
+# Leave-one-out baseline (RLOO)
+# ----------------------------------------------------------------------------------------------
+
+
+def leave_one_out_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
+    """RLOO advantages: each response's reward minus the mean reward of the other ``k - 1`` of its prompt.
+
+    For the k responses ``y_1 .. y_k`` sampled for one prompt (Kool et al. 2019; Ahmadian et al. 2024)::
+
+        b_i = (sum_j r_j - r_i) / (k - 1)          (the others' mean: independent of y_i, so unbiased)
+        A_i = r_i - b_i = k / (k - 1) * (r_i - mean_j r_j)
+
+    The second form shows the link to GRPO: the same centring on the group mean, scaled by ``k / (k - 1)``
+    instead of divided by the group's standard deviation.
+
+    Args:
+        rewards: the sequence-level rewards (score, possibly minus ``beta * KL``) of ``N`` prompts with ``k``
+            responses each, either ``[N, k]`` (one row per prompt) or flat ``[N * k]`` with the k responses
+            of a prompt **next to each other**: entries ``j*k .. j*k + k - 1`` belong to prompt ``j``. That is
+            the layout of ``prompts.repeat_interleave(k)`` and of TRL's ``RepeatSampler``; the tiled layout of
+            ``prompts.repeat(k)`` (p0, p1, .., p0, p1, ..) would mix prompts and give wrong baselines.
+        k: responses per prompt, at least 2 (with one response there is no "other" to average).
+
+    Returns:
+        Advantages with the shape (and layout) of ``rewards``. They are constants: detached.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise ValueError(f"k must be an int >= 2 (responses per prompt), got {k!r}: a leave-one-out baseline "
+                         "needs at least one other response of the same prompt.")
+    if rewards.dim() == 2:
+        if rewards.shape[1] != k:
+            raise ValueError(f"rewards of shape {tuple(rewards.shape)} should be [num_prompts, k] = [*, {k}].")
+    elif rewards.dim() == 1:
+        if rewards.numel() % k != 0:
+            raise ValueError(f"{rewards.numel()} rewards cannot be split into groups of k = {k} responses per prompt.")
+    else:
+        raise ValueError(f"rewards must be [num_prompts * k] or [num_prompts, k], got shape {tuple(rewards.shape)}.")
+    if not torch.isfinite(rewards).all():
+        raise ValueError("rewards contain NaN or inf; score every response before computing advantages.")
+
+    grouped = rewards.detach().reshape(-1, k)  # [N, k]: row j = the k responses of prompt j
+    baseline = (grouped.sum(dim=1, keepdim=True) - grouped) / (k - 1)
+    return (grouped - baseline).reshape(rewards.shape)
