@@ -8,7 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nbtools import notebook  # noqa: E402
 
-OUT = sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).resolve().parents[1] / "notebooks" / "04_trl_walkthrough.ipynb")
+OUT = sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).resolve().parents[2] / "notebooks" / "04_trl_walkthrough.ipynb")
 M, C = "md", "code"
 cells = [
 (M, r"""
@@ -479,14 +479,107 @@ without them. The `gpt2-sentiment` notebook that this course's recipe comes from
 
 ## 7. Applying TRL: GRPO and RLOO on our task
 
-> **Placeholder — this section comes in a later step.** It will train our SFT policy with TRL's `GRPOTrainer`
-> and `RLOOTrainer` against our reward model and compare them with our PPO (notebook 06). No training runs here
-> yet.
+Reading is half of "TRL as a reference"; the other half is running it. `rlhf_helpers.trl_trainers` makes TRL
+1.16's two trainers train **our** SFT policy on **our** prompts against **our** reward model, with settings
+mirroring our PPO wherever TRL allows (`trl_config`'s docstring lists each one, with TRL's default beside it):
 
-What such a run needs, from the source read above: the policy given as a directory (for `beta > 0`); `beta` set
-explicitly (GRPO's default is 0); `disable_dropout=True` (TRL 1.16 defaults to False); our reward model wrapped in
-a function `f(prompts, completions, **kwargs) -> list[float]`; and a decision about the position-id gap of
-section 4.
+* one round = 64 completions (16 prompts × k = 4), then 4 passes × 4 mini-batches of 16 = 16 Adam steps, as PPO;
+* learning rate 5e-5 decaying linearly, clipping ε = 0.2, gradient norm 1, β = 0.2, full-distribution sampling,
+  at most 16 new tokens, dropout off, bf16 autocast as our PPO;
+* the reward model wrapped as TRL's reward function (`reward_function`: scores `prompt + completion`);
+* the policy as a **directory** (`beta > 0`: TRL reloads the reference from `config._name_or_path`);
+* the position-id gap of section 4 closed by two small subclasses, `CourseGRPOTrainer` / `CourseRLOOTrainer`,
+  that override only the log-prob method to pass position ids built from the attention mask.
+"""),
+(C, r"""
+from rlhf_helpers.trl_trainers import CourseGRPOTrainer, WallClockBudget, train_trl
+
+print(inspect.getsource(CourseGRPOTrainer))
+"""),
+(M, r"""
+A short live run of each (the wall-clock budget is a `TrainerCallback` that stops training at the end of a round
+once the time is spent):
+"""),
+(C, r"""
+import os
+import tempfile
+
+live_minutes = 0.25 if os.environ.get("RLHF_CI") == "1" else 0.5
+live = {}
+for algorithm in ("grpo", "rloo"):
+    live[algorithm] = train_trl(algorithm, tempfile.mkdtemp(prefix=f"{algorithm}-"), max_minutes=live_minutes, bf16=True)
+    first, last = live[algorithm]["history"][0], live[algorithm]["history"][-1]
+    print(f"{algorithm}: {live[algorithm]['steps']} rounds ({live[algorithm]['episodes']} completions) in "
+          f"{live[algorithm]['train_seconds']:.0f} s; score {first['score']:+.2f} -> {last['score']:+.2f}, "
+          f"KL per response {last['kl_per_response']:.2f}, mean length {last['response_length']:.1f} tokens")
+"""),
+(M, r"""
+### Equal wall time: PPO vs GRPO vs RLOO
+
+The comparison itself is a longer job than a notebook cell should be, so a script runs it and writes a run card:
+
+```bash
+python scripts/compare_algorithms.py --minutes 5
+```
+
+It trains each algorithm from the shipped SFT policy for the same 5 minutes on these 2 CPU cores (model loading
+excluded), then evaluates every policy exactly like notebook 06: 256 held-out prompts, one response each (4–16
+tokens, full distribution, the same seed), scored by the reward model, by two judges the training never saw
+(VADER and a bag-of-words classifier), KL to the SFT policy and perplexity under it. The recorded run:
+"""),
+(C, r"""
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+import rlhf_helpers
+
+card = json.loads((Path(rlhf_helpers.__file__).parent / "assets" / "tiny" / "comparison" / "run_card_compare.json").read_text())
+runs, evaluations = card["metrics"]["runs"], card["metrics"]["evaluations"]
+print(f"recorded {card['written_at']}, {card['config']['minutes']} minutes per algorithm, torch {card['versions']['torch']}, "
+      f"trl {card['versions']['trl']}")
+
+labels = {"ppo": "PPO (ours)", "grpo": "GRPO (TRL)", "rloo": "RLOO (TRL)"}
+fig, axes = plt.subplots(1, 2, figsize=(13, 3.8))
+for name, run in runs.items():
+    seconds = [h["seconds"] / 60 for h in run["history"]]
+    axes[0].plot(seconds, pd.Series([h["score"] for h in run["history"]]).rolling(5, min_periods=1).mean(), label=labels[name])
+    axes[1].plot(seconds, pd.Series([h["kl"] for h in run["history"]]).rolling(5, min_periods=1).mean(), label=labels[name])
+axes[0].set(xlabel="training time (minutes)", ylabel="reward-model score (normalised)", title="reward on the training batches (5-step mean)")
+axes[1].set(xlabel="training time (minutes)", ylabel="nats per response", title="KL to the SFT policy at sampling time")
+for ax in axes:
+    ax.legend()
+plt.tight_layout()
+plt.show()
+"""),
+(C, r"""
+columns = {"reward": "reward model", "positive_rate/vader": "positive: VADER", "positive_rate/bag_of_words": "positive: bag of words",
+           "kl": "KL (nats/response)", "ref_perplexity": "perplexity under SFT", "response_length": "length", "distinct_2": "distinct-2"}
+table = pd.DataFrame({("SFT (start)" if name == "sft" else labels[name]): {columns[k]: e["metrics"][k] for k in columns}
+                      for name, e in evaluations.items()}).T
+table["rounds in 5 min"] = [None] + [runs[name]["steps"] for name in runs]
+table.round(3)
+"""),
+(C, r"""
+for name, e in evaluations.items():
+    print(f"--- {'SFT (start)' if name == 'sft' else labels[name]}")
+    for sample in e["samples"][:4]:
+        print(f"  {sample['query']!r} -> {sample['response']!r}")
+"""),
+(M, r"""
+How to read it. All three optimise the same reward with the same KL weight; what differs is the advantage
+estimate (PPO: a learned value function and GAE per token; GRPO: the group's mean and standard deviation; RLOO:
+the other completions' mean), where the KL enters (PPO and RLOO: in the reward, k1; GRPO: in the loss, k3) and the
+length of the completions (TRL stops at EOS and cannot draw a 4–16-token length, so its completions run to 16
+tokens unless the policy ends them). Per round, GRPO and RLOO sample 4 completions for each of 16 prompts and
+need no value head; PPO samples one completion for each of 64 prompts and trains a value head on them.
+"""),
+(C, r"""
+for name in runs:
+    assert evaluations[name]["metrics"]["reward"] > evaluations["sft"]["metrics"]["reward"], f"{name}: reward should go up"
+print("all three raised the reward model's score on held-out prompts")
 """),
 ]
 notebook(cells, OUT)

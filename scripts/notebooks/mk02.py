@@ -295,5 +295,5 @@ accelerate launch -m rlhf_helpers sft --profile gpt2 --max-steps 2000   # severa
 **Next:** notebook 03 trains the reward model that will tell PPO which reviews are positive.
 """),
 ]
-notebook(cells, "/work/main/notebooks/02_sft_policy.ipynb")
+notebook(cells, sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "notebooks", "02_sft_policy.ipynb"))
 print("written")

@@ -286,5 +286,5 @@ And the bugs users of RLHF libraries report most, with where this code avoids th
 **Next:** notebook 06 runs these pieces in a loop for a few minutes and measures what changed.
 """),
 ]
-notebook(cells, "/work/main/notebooks/05_ppo_from_scratch.ipynb")
+notebook(cells, sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "notebooks", "05_ppo_from_scratch.ipynb"))
 print("written")

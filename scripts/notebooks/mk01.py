@@ -284,5 +284,5 @@ tokenizer. Set `RLHF_PROFILE=gpt2` (or pass `--profile gpt2`) to use the hub's I
 **Next:** notebook 02 trains a GPT-2 to write movie reviews — the policy these prompts are for.
 """),
 ]
-notebook(cells, "/work/main/notebooks/01_dataset_preparation.ipynb")
+notebook(cells, sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "notebooks", "01_dataset_preparation.ipynb"))
 print("written")

@@ -1,0 +1,84 @@
+"""PPO (ours) vs TRL's GRPO and RLOO on the tiny profile, at equal wall time; writes a run card.
+
+    python scripts/compare_algorithms.py --minutes 5
+
+Each algorithm starts from the shipped SFT policy, trains against the shipped reward model on the same train
+prompts for the same wall-clock budget (model loading excluded), and is then evaluated exactly like notebook 06:
+256 held-out prompts, one sampled response each (4-16 tokens, full distribution, seed 1234), scored by the
+reward model, two independent judges (VADER, bag of words), KL to the SFT policy and perplexity under it.
+
+Output: ``rlhf_helpers/assets/<profile>/comparison/run_card_compare.json`` (histories, evaluations, settings, timings), read by
+notebook 04; trained policies go to ``artifacts/<profile>/compare/<algorithm>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=5.0, help="training budget per algorithm")
+    parser.add_argument("--algorithms", nargs="+", default=["ppo", "grpo", "rloo"])
+    parser.add_argument("--n-prompts", type=int, default=256, help="held-out prompts for the evaluation")
+    parser.add_argument("--out", default=None, help="default: rlhf_helpers/assets/<profile>/comparison/")
+    args = parser.parse_args()
+
+    from rlhf_helpers import build_dataset, get_config
+    from rlhf_helpers.evaluation import evaluate_policy
+    from rlhf_helpers.judges import default_judges
+    from rlhf_helpers.pipeline import stage_ppo
+    from rlhf_helpers.policy import load_policy
+    from rlhf_helpers.reward_model import load_reward_model
+    from rlhf_helpers.runcard import write_run_card
+    from rlhf_helpers.trl_trainers import train_trl
+
+    config = get_config("tiny")
+    out_dir = Path(args.out) if args.out else ROOT / "rlhf_helpers" / "assets" / config.name / "comparison"
+    work = config.artifacts_dir / "compare"
+    runs = {}
+    for algorithm in args.algorithms:
+        started = time.perf_counter()
+        if algorithm == "ppo":
+            summary = stage_ppo(config, output_dir=work / "ppo", resume=False, progress=False, max_minutes=args.minutes)
+            import json
+
+            card = json.loads((work / "ppo" / "run_card_ppo.json").read_text())
+            history = [{"step": h["step"], "seconds": sum(x["seconds"] for x in card["metrics"]["history"][: i + 1]),
+                        "episodes": h["step"] * card["config"]["ppo"]["batch_size"], "score": h["score"], "kl": h["kl"],
+                        "response_length": h["response_length"], "entropy": h.get("entropy")}
+                       for i, h in enumerate(card["metrics"]["history"])]
+            runs["ppo"] = {"steps": summary["steps"], "train_seconds": summary["seconds"], "history": history,
+                           "settings": card["config"]["ppo"], "dir": str(work / "ppo")}
+        else:
+            # bf16 autocast as in our PPO (PPOConfig.mixed_precision "auto"), so the budget buys the same compute.
+            result = train_trl(algorithm, work / algorithm, max_minutes=args.minutes, bf16=True)
+            history = [{**h, "kl": h["kl_per_response"]} for h in result["history"]]
+            runs[algorithm] = {"steps": result["steps"], "train_seconds": round(result["train_seconds"], 1),
+                               "history": history, "settings": {k: str(v) for k, v in result["settings"].items()},
+                               "dir": str(work / algorithm)}
+        runs[algorithm]["wall_seconds_incl_loading"] = round(time.perf_counter() - started, 1)
+        print(f"{algorithm}: {runs[algorithm]['steps']} steps in {runs[algorithm]['train_seconds']} s", flush=True)
+
+    reference, tokenizer = load_policy("tiny")
+    scorer = load_reward_model("tiny")
+    judges = default_judges(config)
+    prompts = [ids.tolist() for ids in build_dataset(tokenizer, config, split="eval")["input_ids"][: args.n_prompts]]
+    evaluations = {}
+    for name in ["sft", *runs]:
+        model = reference if name == "sft" else load_policy(runs[name]["dir"])[0]
+        metrics, samples = evaluate_policy(model, reference, tokenizer, prompts, scorer.score, judges, seed=1234)
+        evaluations[name] = {"metrics": metrics, "samples": samples[:12]}
+        print(name, {k: round(v, 3) for k, v in metrics.items()}, flush=True)
+    path = write_run_card(out_dir, "compare", {**config.to_dict(), "minutes": args.minutes, "n_prompts": args.n_prompts},
+                          metrics={"runs": runs, "evaluations": evaluations},
+                          timings={name: run["train_seconds"] for name, run in runs.items()})
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
