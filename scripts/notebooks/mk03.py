@@ -359,6 +359,11 @@ assert abs(trl_loss - our_loss) < 1e-5
 """)
 
 md(r"""
+TRL's batches mix full reviews and snippets at random, so a TRL step of 48 pairs holds about 24 full reviews where
+ours holds 16, and costs more. The recorded TRL run is shorter than ours — 300 steps on an idle machine, against
+our 800 steps, trained in segments on a busy one (both times are printed below) — and reaches the same held-out
+accuracy.
+
 A short live TRL run on the same pairs, with the same settings where TRL allows (AdamW with β₂ = 0.95, warmup
 then cosine to 10%, clipping at 1, bf16 where fast; no gradient checkpointing, which TRL turns on by default and
 which only costs time on a small model). TRL samples batches at random from the mixed pairs, so short snippets
@@ -378,7 +383,11 @@ print(f"{trl_steps} TRL steps in {live_trl['train_seconds']:.0f} s; held-out acc
 
 code(r"""
 trl_card = read_run_card(shipped_dir, "reward_trl")
-curves = trl_curves_recorded = trl_card["metrics"]["curves"]
+curves = trl_card["metrics"]["curves"]
+trl_settings = trl_card["config"]["trl"]
+print(f"recorded runs: ours {card['metrics']['steps']} steps x {settings['full_batch_size'] + settings['snippet_batch_size']} pairs "
+      f"in {card['timings_s']['train'] / 60:.0f} min | TRL {trl_settings['max_steps']} steps x {trl_settings['batch_size']} pairs "
+      f"in {trl_card['timings_s']['train'] / 60:.0f} min")
 fig, axes = plt.subplots(1, 2, figsize=(13, 3.8))
 axes[0].plot([r["step"] for r in train_log], [r["loss"] for r in train_log], label="ours")
 axes[0].plot([r["step"] for r in curves["train"]], [r["loss"] for r in curves["train"]], label="TRL")
@@ -456,6 +465,17 @@ assert ours_acc["snippet"] >= 0.75, ours_acc
 assert ours_acc["snippet"] >= bow_acc["snippet"] - 0.02, (ours_acc, bow_acc)
 for view in heldout:
     print(f"{view:8}: ours {ours_acc[view]:.1%} | bag of words {bow_acc[view]:.1%} | difference {ours_acc[view] - bow_acc[view]:+.1%}")
+""")
+
+md(r"""
+What the table says. On **whole reviews** the bag of words wins by a few points. Part of its lead is that it reads
+the whole review, while the reward model reads only its first 256 tokens (the last row: the same baseline on the
+same tokens); the rest is what 22,000 pairs can teach a 5-million-parameter transformer in ten minutes against a
+linear model over 100,000+ word and word-pair features, which is a famously strong baseline on IMDb (Maas et al.,
+2011, report about 88% *classification* accuracy for bag-of-words models). On **short snippets** — the 6–24-token texts PPO
+will ask about — the two are within about a point of each other: twenty words carry little evidence, for any model.
+The reward model's advantage lies elsewhere: it is differentiable, it reads word order ("not good"), and it scores
+the exact token sequences the policy writes. TRL's `RewardTrainer` on the same pairs lands at the same accuracy.
 """)
 
 md(r"""

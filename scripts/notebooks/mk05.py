@@ -281,7 +281,7 @@ And the bugs users of RLHF libraries report most, with where this code avoids th
 * **prompt tokens leaking into the response** when generation stops early — `generate` returns response tokens only (tested);
 * **pad = EOS** hides real EOS tokens — the tiny tokenizer has its own `<|pad|>`, and the code reads masks, never token ids;
 * **reward read from the wrong label** of a 2-class classifier — our reward model has a single scalar output;
-* **KL blow-up / mode collapse** ("great great great") — notebook 06 shows what happens when β is too small.
+* **KL blow-up / mode collapse** ("great great great") — notebook 06 shows what happens when β is too small, and when the penalty has the wrong sign.
 
 **Next:** notebook 06 runs these pieces in a loop for a few minutes and measures what changed.
 """),
