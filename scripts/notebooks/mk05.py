@@ -216,7 +216,7 @@ gradient clipping, and a guard that skips a mini-batch whose mean ratio explodes
 (C, r"""
 from accelerate import Accelerator
 
-ppo_config = PPOConfig(batch_size=8, mini_batch_size=4, ppo_epochs=4, learning_rate=2e-4, seed=0)
+ppo_config = PPOConfig(batch_size=8, mini_batch_size=4, ppo_epochs=4, seed=0)  # the default learning rate, 5e-5
 accelerator = Accelerator()
 optimizer = torch.optim.Adam(policy.parameters(), lr=ppo_config.learning_rate)
 policy_prepared, optimizer = accelerator.prepare(policy, optimizer)
@@ -231,7 +231,8 @@ with torch.no_grad():
     new_logprobs, _, new_values = response_logprobs_and_values(policy, rollout.query_ids, rollout.query_mask,
                                                                 rollout.response_ids, rollout.response_mask)
 m = rollout.response_mask
-print(f"after one update: KL(policy || reference) on these samples = {((new_logprobs - rollout.ref_logprobs) * m).sum(1).mean():.4f} nats")
+# (not a KL estimate: these responses were sampled from the old policy, so log p_new - log p_ref can average < 0)
+print(f"after one update, the 8 responses' log-probs moved by {((new_logprobs - rollout.logprobs) * m).sum(1).abs().mean():.2f} nats on average")
 high, low = rollout.advantages.sum(1).argmax(), rollout.advantages.sum(1).argmin()
 print(f"the response with the highest advantage got more likely: {((new_logprobs - rollout.logprobs) * m).sum(1)[high]:+.3f} nats")
 print(f"the one with the lowest got less likely:                 {((new_logprobs - rollout.logprobs) * m).sum(1)[low]:+.3f} nats")

@@ -90,7 +90,7 @@ schedule, one with a lower KL target, gave 85% and 86%), so read the table as te
 ppo_config = PPOConfig(**{**PPO_PROFILES.get(config.name, {}), "seed": config.seed})
 if IN_CI:
     ppo_config.max_minutes = 3.0  # shortened for the test run (notebook run: 5 minutes)
-pd.Series({k: v for k, v in vars(ppo_config).items()}).to_frame("value").T
+pd.Series({k: str(v) for k, v in vars(ppo_config).items()}).to_frame("value")
 """),
 (M, r"""
 ## 3. Train, with live plots — and an interruption
