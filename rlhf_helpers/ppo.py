@@ -56,8 +56,8 @@ class PPOConfig:
     """PPO settings. Defaults are the tiny profile's; the historical TRL (0.11) value is given beside each."""
 
     steps: int = 200
-    """PPO steps (rollout + update) at most; the learning rate anneals linearly to 0 over them. On 2 CPU cores
-    the tiny profile does about 180 steps in `max_minutes` = 5 (bf16), so the budget ends a run first."""
+    """PPO steps (rollout + update) at most; the learning rate anneals linearly to 0 over them. On 2 idle CPU
+    cores the tiny profile does 180-200 steps in 5 minutes (bf16), so either limit may end a run."""
     max_minutes: float | None = 5.0
     """Wall-clock budget for the steps; the run stops cleanly (and saves) when it is spent."""
     batch_size: int = 64
