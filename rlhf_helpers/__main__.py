@@ -19,6 +19,17 @@ def _print(result: dict) -> None:
     print(json.dumps(result, indent=2, default=str))
 
 
+def _train_and_export(stage, config, args) -> None:
+    """Run a resumable training stage (sft, reward) with its step/time budget; copy the result if asked."""
+    from . import pipeline
+
+    budget = {k: v for k, v in {"max_steps": args.max_steps, "max_minutes": args.max_minutes}.items() if v is not None}
+    result = stage(config, output_dir=args.output_dir, resume=not args.no_resume, **budget)
+    if args.export_to:
+        result["exported_to"] = str(pipeline.export_policy(result["dir"], args.export_to))
+    _print(result)
+
+
 def main(argv: list[str] | None = None) -> int:
     # --profile / --seed are accepted before or after the stage name.
     common = argparse.ArgumentParser(add_help=False)
@@ -71,11 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.stage == "data":
         _print(pipeline.stage_data(config))
     elif args.stage == "sft":
-        sft_overrides = {k: v for k, v in {"max_steps": args.max_steps, "max_minutes": args.max_minutes}.items() if v is not None}
-        result = pipeline.stage_sft(config, output_dir=args.output_dir, resume=not args.no_resume, **sft_overrides)
-        if args.export_to:
-            result["exported_to"] = str(pipeline.export_policy(result["dir"], args.export_to))
-        _print(result)
+        _train_and_export(pipeline.stage_sft, config, args)
     elif args.stage == "reward":
         if args.trl:
             if args.max_minutes is not None:
@@ -89,12 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copy2(Path(result["dir"]) / "run_card_reward_trl.json", args.export_to)
                 result["exported_to"] = args.export_to
             _print(result)
-            return
-        overrides = {k: v for k, v in {"max_steps": args.max_steps, "max_minutes": args.max_minutes}.items() if v is not None}
-        result = pipeline.stage_reward(config, output_dir=args.output_dir, resume=not args.no_resume, **overrides)
-        if args.export_to:
-            result["exported_to"] = str(pipeline.export_policy(result["dir"], args.export_to))
-        _print(result)
+            return 0
+        _train_and_export(pipeline.stage_reward, config, args)
     elif args.stage == "ppo":
         overrides = {k: v for k, v in {"steps": args.steps, "max_minutes": args.max_minutes}.items() if v is not None}
         _print(pipeline.stage_ppo(config, output_dir=args.output_dir, resume=not args.no_resume, **overrides))
