@@ -12,15 +12,15 @@ from __future__ import annotations
 import argparse
 import copy
 import tempfile
-import time
 
 import torch
 
 from rlhf_helpers import build_dataset, get_config
+from rlhf_helpers.config import PPOConfig
 from rlhf_helpers.policy import load_policy
-from rlhf_helpers.ppo import PPOConfig, PPOTrainer
-from rlhf_helpers.reward_model import load_reward_model
-from rlhf_helpers.value_head import PolicyWithValueHead
+from rlhf_helpers.ppo import PPOTrainer
+from rlhf_helpers.ppo.value_head import PolicyWithValueHead
+from rlhf_helpers.reward import load_reward_model
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     lm, tokenizer = load_policy("tiny")
     scorer = load_reward_model("tiny")
     prompts = build_dataset(tokenizer, config, split="train")["input_ids"][:2048]
-    settings = PPOConfig(max_minutes=None, steps=1000)
+    settings = PPOConfig(max_minutes=None, max_steps=1000)
     if args.quick:
         settings.batch_size, settings.mini_batch_size, args.steps = 16, 8, 2
     with tempfile.TemporaryDirectory() as out:

@@ -8,7 +8,7 @@ What is measured:
 * **SFT training**: forward + backward + AdamW step on a batch of 16 x 256 tokens (the tiny
   profile's SFT batch), in fp32 and under bf16 autocast. Tokens are random ids: speed does not
   depend on what the text says, and this keeps the benchmark free of data downloads.
-* **Generation**: `rlhf_helpers.generation.generate` with 48 new tokens (no early stop), at batch 1
+* **Generation**: `rlhf_helpers.policy.generation.generate` with 48 new tokens (no early stop), at batch 1
   and batch 32, with the KV cache and without it (the whole sequence recomputed each step).
 
 The model is the shipped SFT policy when it exists (``load_policy("tiny")``), else a fresh random
@@ -23,11 +23,10 @@ import time
 
 import torch
 
-from rlhf_helpers.config import get_config
-from rlhf_helpers.generation import generate
-from rlhf_helpers.policy import count_parameters, load_policy, new_policy_model, shipped_policy_dir
-from rlhf_helpers.sft import SFTConfig, make_optimizer
-from rlhf_helpers.tokenizer import load_tokenizer
+from rlhf_helpers.config import SFTConfig, get_config
+from rlhf_helpers.core.training import make_optimizer
+from rlhf_helpers.data.tokenizer import load_tokenizer
+from rlhf_helpers.policy import count_parameters, generate, load_policy, new_policy_model, shipped_policy_dir
 
 PROMPTS = ["This movie was", "I rented this film because", "The acting", "What a", "Honestly, the plot",
            "My wife and I watched", "It is hard to believe that", "The best thing about"]

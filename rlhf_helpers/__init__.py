@@ -1,10 +1,18 @@
-"""rlhf_helpers: the reusable, tested code behind the RLHF-from-scratch notebooks."""
+"""rlhf_helpers: the reusable, tested code behind the RLHF-from-scratch notebooks.
 
-from .config import CourseConfig, get_config, PROFILES
+Subpackages in course order: `data` (01), `policy` (02), `reward` (03), `ppo` (05–06), `evaluation` (06–07),
+`beyond_ppo` (TRL's GRPO / RLOO); `core` holds what they share (the training loop, checkpoints, run cards,
+padding and masks); `config` holds every setting; `pipeline` runs the stages; ``python -m rlhf_helpers``.
+"""
+
+from .config import CourseConfig, PPOConfig, PROFILES, RewardConfig, SFTConfig, get_config
 from .data import LengthSampler, build_dataset, clean_review, load_imdb, load_imdb_splits, split_train_eval
+from .policy import generate, load_policy
+from .reward import load_reward_model
 
 __all__ = [
-    "CourseConfig", "get_config", "PROFILES",
+    "CourseConfig", "PPOConfig", "PROFILES", "RewardConfig", "SFTConfig", "get_config",
     "LengthSampler", "build_dataset", "clean_review", "load_imdb", "load_imdb_splits", "split_train_eval",
+    "generate", "load_policy", "load_reward_model",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

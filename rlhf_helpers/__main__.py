@@ -1,7 +1,12 @@
-"""Command line: ``python -m rlhf_helpers <stage> [--profile tiny|gpt2] ...``.
+"""Command line: ``python -m rlhf_helpers [--profile tiny|gpt2] STAGE [flags]``.
 
-Stages: ``tokenizer``, ``data``, ``sft``, and ``run`` (every stage built so far, in order).
-Each writes its artifacts and a JSON run card under ``<artifacts root>/<profile>/``.
+Stages, in course order: ``tokenizer``, ``data``, ``sft``, ``reward``, ``ppo``, ``evaluate``, and ``run`` (the
+main job: tokenizer, data, PPO from the shipped SFT policy and reward model, evaluation, a summary).
+
+Every field of `rlhf_helpers.config.CourseConfig` is a flag, its docstring the flag's help: the profile's own
+fields at the top (``--seed 1``) and each stage's under its name (``--ppo.kl-target 3 --ppo.learning-rate 1e-4``,
+``--sft.max-steps 100``). ``python -m rlhf_helpers STAGE --help`` lists them with the profile's defaults.
+Each stage writes its artifacts and a JSON run card under ``<artifacts root>/<profile>/``.
 """
 
 from __future__ import annotations
@@ -10,114 +15,193 @@ import argparse
 import json
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
-from .config import PROFILES, get_config
+import tyro
+
+from .config import PROFILES, CourseConfig, finalize, get_config
+
+# The CourseConfig's fields are flags without a prefix (--seed, --ppo.kl-target), not --config.seed.
+Config = Annotated[CourseConfig, tyro.conf.arg(name="")]
+
+
+@dataclass
+class Tokenizer:
+    """Train the IMDb BPE (tiny) or fetch GPT-2's (gpt2); save it under <artifacts>/<profile>/tokenizer."""
+
+    config: Config
+
+
+@dataclass
+class Data:
+    """Build the prompt datasets (all 24,895 rows / train / held-out eval) under <artifacts>/<profile>/data."""
+
+    config: Config
+
+
+@dataclass
+class Sft:
+    """Train the supervised policy on IMDb (settings: --sft.*). Run it again to resume after an interruption."""
+
+    config: Config
+    output_dir: Path | None = None
+    """Default: <artifacts>/<profile>/sft_policy."""
+    no_resume: bool = False
+    """Ignore an existing checkpoint and start afresh."""
+    export_to: Path | None = None
+    """Also copy the final policy (no optimiser state) here."""
+
+
+@dataclass
+class Reward:
+    """Train, normalise and evaluate the reward model from the SFT policy (settings: --reward.*)."""
+
+    config: Config
+    output_dir: Path | None = None
+    """Default: <artifacts>/<profile>/reward_model (with --trl: reward_model_trl)."""
+    no_resume: bool = False
+    """Ignore an existing checkpoint and start afresh."""
+    export_to: Path | None = None
+    """Also copy the final reward model here (with --trl: only its run card)."""
+    trl: bool = False
+    """Train with trl.RewardTrainer on the same pairs, with settings derived from --reward.*."""
+
+
+@dataclass
+class Ppo:
+    """Align the SFT policy with PPO against the reward model (settings: --ppo.*). Resumes when run again."""
+
+    config: Config
+    output_dir: Path | None = None
+    """Default: <artifacts>/<profile>/ppo_policy."""
+    no_resume: bool = False
+    """Ignore an existing checkpoint and start afresh."""
+
+
+@dataclass
+class Evaluate:
+    """SFT vs PPO on held-out prompts: reward, two independent judges, KL, perplexity, diversity."""
+
+    config: Config
+    n_prompts: int = 256
+    """Held-out prompts to evaluate on."""
+
+
+@dataclass
+class Run:
+    """The main job: tokenizer, data, (sft), (reward), PPO, evaluate; ends with a summary and a report figure."""
+
+    config: Config
+    train_sft: bool = False
+    """Train the SFT policy too (tiny default: use the shipped one; the gpt2 profile always trains it)."""
+    train_reward: bool = False
+    """Train the reward model too (tiny default: the shipped one; the gpt2 profile always trains it)."""
+    n_prompts: int = 256
+    """Held-out prompts for the evaluation."""
+
+
+COMMANDS = {"tokenizer": Tokenizer, "data": Data, "sft": Sft, "reward": Reward, "ppo": Ppo, "evaluate": Evaluate,
+            "run": Run}
 
 
 def _print(result: dict) -> None:
     print(json.dumps(result, indent=2, default=str))
 
 
-def _train_and_export(stage, config, args) -> None:
-    """Run a resumable training stage (sft, reward) with its step/time budget; copy the result if asked."""
-    from . import pipeline
+def _split_argv(argv: list[str]) -> tuple[str | None, str | None, list[str]]:
+    """(profile, stage, the rest): ``--profile`` may stand before or after the stage name."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--profile", default=None)
+    known, rest = pre.parse_known_args(argv)
+    stage = next((a for a in rest if not a.startswith("-")), None)
+    if stage is not None:
+        rest.remove(stage)
+    return known.profile, stage, rest
 
-    budget = {k: v for k, v in {"max_steps": args.max_steps, "max_minutes": args.max_minutes}.items() if v is not None}
-    result = stage(config, output_dir=args.output_dir, resume=not args.no_resume, **budget)
-    if args.export_to:
-        result["exported_to"] = str(pipeline.export_policy(result["dir"], args.export_to))
-    _print(result)
+
+def _usage() -> str:
+    lines = ["usage: python -m rlhf_helpers [--profile {}] STAGE [flags]".format("|".join(PROFILES)), "", "stages:"]
+    lines += [f"  {name:<10} {cls.__doc__.splitlines()[0]}" for name, cls in COMMANDS.items()]
+    lines += ["", "python -m rlhf_helpers STAGE --help lists every flag of a stage with the profile's defaults."]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    # --profile / --seed are accepted before or after the stage name.
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--profile", default=argparse.SUPPRESS, help=f"one of {sorted(PROFILES)} (default: $RLHF_PROFILE or 'tiny')")
-    common.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="override the profile's seed")
-    parser = argparse.ArgumentParser(prog="python -m rlhf_helpers", description="RLHF from scratch: the course's stages.",
-                                     parents=[common])
-    sub = parser.add_subparsers(dest="stage", required=True)
-    sub.add_parser("tokenizer", parents=[common], help="train (tiny) or fetch (gpt2) the tokenizer")
-    sub.add_parser("data", parents=[common], help="build the prompt datasets (all / train / eval)")
-    sft = sub.add_parser("sft", parents=[common], help="train the supervised policy on IMDb")
-    sft.add_argument("--max-steps", type=int, default=None)
-    sft.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; stops cleanly and saves")
-    sft.add_argument("--output-dir", default=None, help="default: <artifacts>/<profile>/sft_policy")
-    sft.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
-    sft.add_argument("--export-to", default=None, help="also copy the final policy (no optimiser state) here")
-    reward = sub.add_parser("reward", parents=[common], help="train, normalise and evaluate the reward model")
-    reward.add_argument("--max-steps", type=int, default=None)
-    reward.add_argument("--max-minutes", type=float, default=None)
-    reward.add_argument("--output-dir", default=None, help="default: <artifacts>/<profile>/reward_model")
-    reward.add_argument("--no-resume", action="store_true")
-    reward.add_argument("--export-to", default=None, help="also copy the final reward model here "
-                        "(with --trl: only its run card, run_card_reward_trl.json)")
-    reward.add_argument("--trl", action="store_true",
-                        help="train with trl.RewardTrainer on the same pairs (default dir: <artifacts>/<profile>/reward_model_trl)")
-    ppo = sub.add_parser("ppo", parents=[common], help="align the SFT policy with PPO against the reward model")
-    ppo.add_argument("--steps", type=int, default=None)
-    ppo.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget (tiny default: 5)")
-    ppo.add_argument("--output-dir", default=None, help="default: <artifacts>/<profile>/ppo_policy")
-    ppo.add_argument("--no-resume", action="store_true")
-    evaluate = sub.add_parser("evaluate", parents=[common], help="SFT vs PPO on held-out prompts, independent judges")
-    evaluate.add_argument("--n-prompts", type=int, default=256)
-    run = sub.add_parser("run", parents=[common],
-                         help="the whole pipeline: tokenizer, data, (sft), (reward), ppo, evaluate")
-    run.add_argument("--train-sft", action="store_true", help="train the SFT policy (tiny default: use the shipped one)")
-    run.add_argument("--train-reward", action="store_true", help="train the reward model (tiny default: shipped one)")
-    run.add_argument("--ppo-minutes", type=float, default=None, help="PPO budget (tiny default: 5)")
-    args = parser.parse_args(argv)
-
-    overrides = {"seed": args.seed} if getattr(args, "seed", None) is not None else {}
+    argv = list(sys.argv[1:] if argv is None else argv)
+    profile, stage, rest = _split_argv(argv)
+    if stage is None or stage not in COMMANDS:
+        print(_usage(), file=sys.stderr if stage else sys.stdout)
+        if stage is not None:
+            _usage_error(f"unknown stage {stage!r}")
+        if not {"-h", "--help"} & set(rest):
+            _usage_error("name a stage")
+        return 0
     try:
-        config = get_config(getattr(args, "profile", None), **overrides)
+        defaults = get_config(profile)
     except (ValueError, TypeError) as err:
-        parser.error(str(err))
+        _usage_error(str(err))
+    command_class = COMMANDS[stage]
+    command = tyro.cli(command_class, default=command_class(config=defaults), args=rest,
+                       prog=f"python -m rlhf_helpers {stage}", description=command_class.__doc__)
+    try:
+        config = finalize(command.config)
+    except (ValueError, TypeError) as err:
+        _usage_error(str(err))
+    return run_command(stage, command, config)
 
+
+def _usage_error(message: str):
+    """Say what is wrong and exit with status 2, before any work starts (as argparse does)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _quiet_libraries() -> None:
+    """Keep the stages' own progress bars and silence the libraries' (dataset maps, weight loading)."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def run_command(stage: str, command, config: CourseConfig) -> int:
     from . import pipeline
 
-    if args.stage == "tokenizer":
-        _print(pipeline.stage_tokenizer(config))
-    elif args.stage == "data":
-        _print(pipeline.stage_data(config))
-    elif args.stage == "sft":
-        _train_and_export(pipeline.stage_sft, config, args)
-    elif args.stage == "reward":
-        if args.trl:
-            if args.max_minutes is not None:
-                parser.error("--max-minutes is not supported with --trl (TRL's Trainer counts steps): use --max-steps")
-            from .reward_trl import stage_reward_trl
+    _quiet_libraries()
 
-            result = stage_reward_trl(config, output_dir=args.output_dir,
-                                      **({"max_steps": args.max_steps} if args.max_steps is not None else {}))
-            if args.export_to:  # the TRL model's weights are not shipped: its run card is the record
-                Path(args.export_to).mkdir(parents=True, exist_ok=True)
-                shutil.copy2(Path(result["dir"]) / "run_card_reward_trl.json", args.export_to)
-                result["exported_to"] = args.export_to
-            _print(result)
-            return 0
-        _train_and_export(pipeline.stage_reward, config, args)
-    elif args.stage == "ppo":
-        overrides = {k: v for k, v in {"steps": args.steps, "max_minutes": args.max_minutes}.items() if v is not None}
-        _print(pipeline.stage_ppo(config, output_dir=args.output_dir, resume=not args.no_resume, **overrides))
-    elif args.stage == "evaluate":
-        _print(pipeline.stage_evaluate(config, n_prompts=args.n_prompts))
-    elif args.stage == "run":
-        results = {"tokenizer": pipeline.stage_tokenizer(config), "data": pipeline.stage_data(config)}
-        # The tiny profile ships its SFT policy and reward model; the gpt2 profile must train them.
-        if args.train_sft or config.name != "tiny":
-            results["sft"] = pipeline.stage_sft(config)
-        if args.train_reward or config.name != "tiny":
-            results["reward"] = pipeline.stage_reward(config)
-        if pipeline.reward_model_available(config):
-            ppo_overrides = {} if args.ppo_minutes is None else {"max_minutes": args.ppo_minutes}
-            results["ppo"] = pipeline.stage_ppo(config, **ppo_overrides)
-            results["evaluate"] = pipeline.stage_evaluate(config)
-        else:
-            results["ppo"] = ("skipped: no reward model for this profile yet; train one with "
-                              "`python -m rlhf_helpers reward`, then run again")
-        _print(results)
+    if stage == "tokenizer":
+        _print(pipeline.stage_tokenizer(config))
+    elif stage == "data":
+        _print(pipeline.stage_data(config))
+    elif stage == "sft":
+        result = pipeline.stage_sft(config, output_dir=command.output_dir, resume=not command.no_resume)
+        if command.export_to and not result.get("interrupted"):
+            result["exported_to"] = str(pipeline.export_policy(result["dir"], command.export_to))
+        _print(result)
+    elif stage == "reward" and command.trl:
+        from .reward.trl_twin import stage_reward_trl
+
+        result = stage_reward_trl(config, output_dir=command.output_dir)
+        if command.export_to:  # the TRL model's weights are not shipped: its run card is the record
+            Path(command.export_to).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(Path(result["dir"]) / "run_card_reward_trl.json", command.export_to)
+            result["exported_to"] = str(command.export_to)
+        _print(result)
+    elif stage == "reward":
+        result = pipeline.stage_reward(config, output_dir=command.output_dir, resume=not command.no_resume)
+        if command.export_to and not result.get("interrupted"):
+            result["exported_to"] = str(pipeline.export_policy(result["dir"], command.export_to))
+        _print(result)
+    elif stage == "ppo":
+        _print(pipeline.stage_ppo(config, output_dir=command.output_dir, resume=not command.no_resume))
+    elif stage == "evaluate":
+        _print(pipeline.stage_evaluate(config, n_prompts=command.n_prompts))
+    elif stage == "run":
+        print(pipeline.stage_run(config, train_sft=command.train_sft, train_reward=command.train_reward,
+                                 n_prompts=command.n_prompts))
     return 0
 
 

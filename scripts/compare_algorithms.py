@@ -7,8 +7,9 @@ prompts for the same wall-clock budget (model loading excluded), and is then eva
 256 held-out prompts, one sampled response each (4-16 tokens, full distribution, seed 1234), scored by the
 reward model, two independent judges (VADER, bag of words), KL to the SFT policy and perplexity under it.
 
-Output: ``rlhf_helpers/assets/<profile>/comparison/run_card_compare.json`` (histories, evaluations, settings, timings), read by
-notebook 04; trained policies go to ``artifacts/<profile>/compare/<algorithm>/``.
+Output: ``<artifacts>/<profile>/compare/run_card_compare.json`` (histories, evaluations, settings, timings) and the
+trained policies in ``<artifacts>/<profile>/compare/<algorithm>/``. The run card that notebook 04 plots ships in
+``rlhf_helpers/assets/<profile>/results/`` (`rlhf_helpers.core.assets`): copy a new one there on purpose to ship it.
 """
 
 from __future__ import annotations
@@ -17,36 +18,33 @@ import argparse
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=5.0, help="training budget per algorithm")
     parser.add_argument("--algorithms", nargs="+", default=["ppo", "grpo", "rloo"])
     parser.add_argument("--n-prompts", type=int, default=256, help="held-out prompts for the evaluation")
-    parser.add_argument("--out", default=None, help="default: rlhf_helpers/assets/<profile>/comparison/")
+    parser.add_argument("--out", default=None, help="default: <artifacts>/<profile>/compare/")
     args = parser.parse_args()
 
+    import dataclasses
+    import json
+
     from rlhf_helpers import build_dataset, get_config
-    from rlhf_helpers.evaluation import evaluate_policy
-    from rlhf_helpers.judges import default_judges
+    from rlhf_helpers.beyond_ppo.grpo_rloo import train_trl
+    from rlhf_helpers.core.run_card import write_run_card
+    from rlhf_helpers.evaluation import default_judges, evaluate_policy
     from rlhf_helpers.pipeline import stage_ppo
     from rlhf_helpers.policy import load_policy
-    from rlhf_helpers.reward_model import load_reward_model
-    from rlhf_helpers.runcard import write_run_card
-    from rlhf_helpers.trl_trainers import train_trl
+    from rlhf_helpers.reward import load_reward_model
 
-    config = get_config("tiny")
-    out_dir = Path(args.out) if args.out else ROOT / "rlhf_helpers" / "assets" / config.name / "comparison"
+    config = get_config("tiny", ppo={"max_minutes": args.minutes})
     work = config.artifacts_dir / "compare"
+    out_dir = Path(args.out) if args.out else work
     runs = {}
     for algorithm in args.algorithms:
         started = time.perf_counter()
         if algorithm == "ppo":
-            summary = stage_ppo(config, output_dir=work / "ppo", resume=False, progress=False, max_minutes=args.minutes)
-            import json
-
+            summary = stage_ppo(config, output_dir=work / "ppo", resume=False, progress=False)
             card = json.loads((work / "ppo" / "run_card_ppo.json").read_text())
             history = [{"step": h["step"], "seconds": sum(x["seconds"] for x in card["metrics"]["history"][: i + 1]),
                         "episodes": h["step"] * card["config"]["ppo"]["batch_size"], "score": h["score"], "kl": h["kl"],
@@ -56,7 +54,7 @@ def main() -> None:
                            "settings": card["config"]["ppo"], "dir": str(work / "ppo")}
         else:
             # bf16 autocast as in our PPO (PPOConfig.mixed_precision "auto"), so the budget buys the same compute.
-            result = train_trl(algorithm, work / algorithm, max_minutes=args.minutes, bf16=True)
+            result = train_trl(algorithm, work / algorithm, dataclasses.replace(config.ppo), bf16=True)
             history = [{**h, "kl": h["kl_per_response"]} for h in result["history"]]
             runs[algorithm] = {"steps": result["steps"], "train_seconds": round(result["train_seconds"], 1),
                                "history": history, "settings": {k: str(v) for k, v in result["settings"].items()},

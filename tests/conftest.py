@@ -3,7 +3,7 @@
 import pytest
 
 from rlhf_helpers.data import clean_review, load_imdb
-from rlhf_helpers.tokenizer import train_bpe_tokenizer
+from rlhf_helpers.data.tokenizer import train_bpe_tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Tests of the sampling loop (`rlhf_helpers.generation`) and of response log-probs (`rlhf_helpers.logprobs`).
+"""Tests of the sampling loop (`rlhf_helpers.policy.generation`) and of response log-probs (`rlhf_helpers.policy.logprobs`).
 
 Everything runs on a 2-layer, 32-wide random GPT-2 over a 300-token BPE trained here from a few
 sentences, so nothing depends on downloaded or trained artifacts. References are naive on purpose:
@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from rlhf_helpers.core.tensors import position_ids_from_mask
 from rlhf_helpers.data import LengthSampler
-from rlhf_helpers.generation import SamplingSettings, filter_logits, generate
-from rlhf_helpers.logprobs import logprobs_from_logits, position_ids_from_mask, response_logprobs
-from rlhf_helpers.tokenizer import train_bpe_tokenizer
+from rlhf_helpers.data.tokenizer import train_bpe_tokenizer
+from rlhf_helpers.policy.generation import filter_logits, generate
+from rlhf_helpers.policy.logprobs import logprobs_from_logits, response_logprobs
 
 SENTENCES = [
     "This movie was great, the acting was wonderful and the story was moving.",
@@ -326,16 +327,6 @@ def test_mode_is_eval_inside_and_restored_after(model, tokenizer, prompts):
     finally:
         handle.remove()
         model.eval()
-
-
-def test_sampling_settings(model, tokenizer, prompts):
-    sampler = LengthSampler(2, 3, seed=0)
-    settings = SamplingSettings(max_new_tokens=sampler, top_k=0, top_p=1.0)
-    assert settings.to_kwargs()["max_new_tokens"] is sampler  # not a copy that replays draws
-    out = generate(model, tokenizer, prompts, seed=0, **settings.to_kwargs())
-    assert out.response_ids.shape[1] <= 3
-    with pytest.raises(ValueError, match="top_p"):
-        SamplingSettings(max_new_tokens=4, top_p=0.0)
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,7 @@ def test_corrupt_checkpoint(saved_policy):
 
 
 def test_tokenizer_that_does_not_match(saved_policy, imdb):
-    from rlhf_helpers.tokenizer import train_bpe_tokenizer
+    from rlhf_helpers.data.tokenizer import train_bpe_tokenizer
 
     other = train_bpe_tokenizer(imdb.select(range(0, 25_000, 100))["text"], vocab_size=2000)
     model, _ = load_policy(saved_policy)

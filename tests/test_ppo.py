@@ -6,8 +6,10 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from rlhf_helpers.ppo import PPOConfig, PPOTrainer, sample_prompt_batch, truncate_responses
-from rlhf_helpers.value_head import PolicyWithValueHead, response_logprobs_and_values
+from rlhf_helpers.config import PPOConfig
+from rlhf_helpers.policy.generation import truncate_responses
+from rlhf_helpers.ppo import PPOTrainer, sample_prompt_batch
+from rlhf_helpers.ppo.value_head import PolicyWithValueHead, response_logprobs_and_values
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,7 @@ def letter_reward(texts):
 
 
 def make_trainer(tiny_lm, tokenizer, prompts, out, **overrides):
-    settings = dict(steps=4, max_minutes=None, batch_size=8, mini_batch_size=4, ppo_epochs=2, learning_rate=1e-3,
+    settings = dict(max_steps=4, max_minutes=None, batch_size=8, mini_batch_size=4, ppo_epochs=2, learning_rate=1e-3,
                     response_min_tokens=3, response_max_tokens=6, checkpoint_every=2, seed=0,
                     # float32 like the other training tests: exact comparisons, and one process has one
                     # accelerate state, whose mixed precision cannot change between tests
@@ -117,7 +119,7 @@ def test_nan_reward_stops_with_the_step_and_keeps_the_checkpoint(tiny_lm, small_
     trainer.reward_fn = broken
     with pytest.raises(FloatingPointError, match="step 2"):
         trainer.train(progress=False)
-    assert (tmp_path / "checkpoint" / "ppo_state.json").exists()
+    assert (tmp_path / "checkpoint" / "trainer_state.json").exists()
 
 
 @pytest.mark.parametrize("overrides, message", [

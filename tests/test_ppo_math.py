@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from rlhf_helpers.advantages import compute_gae, explained_variance, masked_mean, masked_var, masked_whiten
-from rlhf_helpers.kl import AdaptiveKLController, FixedKLController, kl_penalty, per_token_rewards
-from rlhf_helpers.ppo_losses import clipped_policy_loss, clipped_value_loss, entropy_from_logits
+from rlhf_helpers.ppo.advantages import compute_gae, explained_variance, masked_mean, masked_var, masked_whiten
+from rlhf_helpers.ppo.kl import AdaptiveKLController, FixedKLController, kl_penalty, per_token_rewards
+from rlhf_helpers.ppo.losses import clipped_policy_loss, clipped_value_loss, entropy_from_logits
 
 DT = torch.float64
 

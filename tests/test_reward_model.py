@@ -15,18 +15,20 @@ import torch.nn.functional as F
 from datasets import Dataset
 from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
 
-from rlhf_helpers.baselines import BagOfWordsBaseline
+from rlhf_helpers.config import RewardConfig
+from rlhf_helpers.core.assets import shipped_reward_model_dir
+from rlhf_helpers.core.tensors import last_token_index
 from rlhf_helpers.data import clean_review, split_train_eval
-from rlhf_helpers.preferences import (
+from rlhf_helpers.data.preferences import (
     EVAL_SNIPPET_WORDS, build_preference_pairs, first_words, heldout_pairs, pairwise_accuracy, tokenize_pairs,
     training_pairs,
 )
-from rlhf_helpers.reward_model import (
-    RewardModel, RewardScorer, bradley_terry_loss, collate_pairs, last_token_index, load_reward_model,
-    save_reward_model, shipped_reward_model_dir,
+from rlhf_helpers.data.tokenizer import train_bpe_tokenizer
+from rlhf_helpers.reward.bag_of_words import BagOfWordsBaseline
+from rlhf_helpers.reward.model import (
+    RewardModel, RewardScorer, bradley_terry_loss, collate_pairs, load_reward_model, save_reward_model,
 )
-from rlhf_helpers.reward_training import RewardTrainConfig, fit_normalisation, train_reward_model
-from rlhf_helpers.tokenizer import train_bpe_tokenizer
+from rlhf_helpers.reward.training import fit_normalisation, train_reward_model
 
 POSITIVE = [
     "This movie was great, the acting was wonderful and the story was moving.",
@@ -211,14 +213,16 @@ def test_reward_model_equals_transformers_sequence_classifier_with_the_same_weig
 
 def test_our_loss_equals_trl_reward_trainer_loss_on_a_fixed_batch(tokenizer, policy, tmp_path):
     """Parity with TRL 1.16: the same model and batch give the same loss and the same gradients."""
-    from rlhf_helpers.reward_trl import sequence_classifier_from_policy
-    from trl import RewardConfig, RewardTrainer
+    from trl import RewardConfig as TRLRewardConfig
+    from trl import RewardTrainer
+
+    from rlhf_helpers.reward.trl_twin import sequence_classifier_from_policy
 
     classifier = sequence_classifier_from_policy(policy, tokenizer, seed=2)
     examples = [{"chosen_ids": encode(tokenizer, c), "rejected_ids": encode(tokenizer, r)} for c, r in zip(POSITIVE, NEGATIVE)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        args = RewardConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False,
+        args = TRLRewardConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False,
                             gradient_checkpointing=False, max_length=None)
         trainer = RewardTrainer(model=classifier, args=args, train_dataset=Dataset.from_list(examples),
                                 processing_class=tokenizer)
@@ -248,8 +252,8 @@ def test_our_loss_equals_trl_reward_trainer_loss_on_a_fixed_batch(tokenizer, pol
 def small_run(tokenizer, policy, rows, output_dir, max_steps, resume=True, stop_after=None):
     train = tokenize_pairs(training_pairs(rows, snippet_words=(3, 6)), tokenizer, 64)
     heldout = {v: tokenize_pairs(p, tokenizer, 64) for v, p in heldout_pairs(rows).items()}
-    config = RewardTrainConfig(max_steps=max_steps, full_batch_size=4, snippet_batch_size=4, learning_rate=3e-3,
-                               warmup_steps=2, eval_every=5, log_every=2, checkpoint_every=3, mixed_precision="no")
+    config = RewardConfig(max_steps=max_steps, full_batch_size=4, snippet_batch_size=4, learning_rate=3e-3,
+                          warmup_steps=2, eval_every=5, log_every=2, checkpoint_every=3, mixed_precision="no")
     model = RewardModel.from_policy(policy, seed=0)
     metrics = train_reward_model(model, tokenizer, train, heldout, config, output_dir, resume=resume, progress=False,
                                  stop_after=stop_after)
@@ -377,7 +381,7 @@ def test_bag_of_words_baseline_learns_word_polarity():
                     reason="the tiny reward model has not been trained / shipped yet")
 def test_shipped_reward_model_matches_the_policy_tokenizer_and_prefers_praise():
     from rlhf_helpers.policy import shipped_policy_dir
-    from rlhf_helpers.tokenizer import load_tokenizer
+    from rlhf_helpers.data.tokenizer import load_tokenizer
 
     scorer = load_reward_model("tiny")
     scorer.check_same_tokenizer(load_tokenizer(shipped_policy_dir("tiny")))
@@ -388,15 +392,16 @@ def test_shipped_reward_model_matches_the_policy_tokenizer_and_prefers_praise():
 
 
 def test_trl_training_runs_and_its_log_splits_into_curves(tokenizer, policy, rows, tmp_path):
-    from rlhf_helpers.reward_trl import sequence_classifier_from_policy, train_reward_trl, trl_curves
+    from rlhf_helpers.reward.trl_twin import sequence_classifier_from_policy, train_reward_trl, trl_curves
 
     train = tokenize_pairs(training_pairs(rows, snippet_words=(3, 6)), tokenizer, 64)
     heldout = {v: tokenize_pairs(p, tokenizer, 64) for v, p in heldout_pairs(rows).items()}
     classifier = sequence_classifier_from_policy(policy, tokenizer)
     before = classifier.score.weight.detach().clone()
-    result = train_reward_trl(classifier, tokenizer, train, heldout, tmp_path, max_steps=4, batch_size=4,
-                              learning_rate=1e-3, warmup_steps=1, eval_every=2, logging_steps=2, progress=False,
-                              mixed_precision="no")
+    # one batch = full + snippet pairs: 2 + 2 = 4
+    config = RewardConfig(max_steps=4, full_batch_size=2, snippet_batch_size=2, learning_rate=1e-3, warmup_steps=1,
+                          eval_every=2, log_every=2, mixed_precision="no")
+    result = train_reward_trl(classifier, tokenizer, train, heldout, tmp_path, config, progress=False)
     assert not torch.equal(before, classifier.score.weight)
     curves = trl_curves(result["log_history"])
     assert [row["step"] for row in curves["train"]] == [2, 4]

@@ -6,7 +6,9 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from rlhf_helpers.sft import SFTConfig, batch_indices, evaluate_perplexity, lr_at, pack_texts, train_sft
+from rlhf_helpers.config import SFTConfig
+from rlhf_helpers.core.training import batch_indices, lr_at
+from rlhf_helpers.policy.sft import evaluate_perplexity, pack_texts, train_sft
 
 
 def tiny_model(vocab):

@@ -1,6 +1,6 @@
 import pytest
 
-from rlhf_helpers.tokenizer import EOS_TOKEN, PAD_TOKEN, load_tokenizer, train_bpe_tokenizer
+from rlhf_helpers.data.tokenizer import EOS_TOKEN, PAD_TOKEN, load_tokenizer, train_bpe_tokenizer
 
 
 def test_trained_tokenizer_round_trips_any_text(small_tokenizer):

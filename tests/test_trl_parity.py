@@ -22,12 +22,12 @@ import torch
 from datasets import Dataset
 from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
 
-from rlhf_helpers.advantages import leave_one_out_advantages, masked_mean
-from rlhf_helpers.kl import kl_penalty, per_token_rewards
-from rlhf_helpers.logprobs import response_logprobs
-from rlhf_helpers.ppo_losses import clipped_policy_loss
-from rlhf_helpers.reward_model import bradley_terry_loss
-from rlhf_helpers.tokenizer import train_bpe_tokenizer
+from rlhf_helpers.data.tokenizer import train_bpe_tokenizer
+from rlhf_helpers.policy.logprobs import response_logprobs
+from rlhf_helpers.ppo.advantages import leave_one_out_advantages, masked_mean
+from rlhf_helpers.ppo.kl import kl_penalty, per_token_rewards
+from rlhf_helpers.ppo.losses import clipped_policy_loss
+from rlhf_helpers.reward.model import bradley_terry_loss
 
 trl = pytest.importorskip("trl")
 

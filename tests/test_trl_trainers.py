@@ -1,4 +1,4 @@
-"""TRL's GRPO and RLOO on our task (`rlhf_helpers.trl_trainers`), on a 1-layer, 16-wide random GPT-2.
+"""TRL's GRPO and RLOO on our task (`rlhf_helpers.beyond_ppo.grpo_rloo`), on a 1-layer, 16-wide random GPT-2.
 
 Nothing is downloaded: the policy is random weights saved to a temporary directory with the `small_tokenizer`
 (TRL reloads the reference model from that directory), and the reward is a dummy function in TRL's format.
@@ -9,13 +9,14 @@ import torch
 from datasets import Dataset
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from rlhf_helpers.config import get_config
+from rlhf_helpers.config import PPOConfig, get_config
+from rlhf_helpers.core.tensors import position_ids_from_mask
 from rlhf_helpers.data import build_dataset
-from rlhf_helpers.logprobs import position_ids_from_mask, response_logprobs
 from rlhf_helpers.policy import load_policy
+from rlhf_helpers.policy.logprobs import response_logprobs
 
 trl = pytest.importorskip("trl")
-from rlhf_helpers import trl_trainers as tt  # noqa: E402  (needs trl)
+from rlhf_helpers.beyond_ppo import grpo_rloo as tt  # noqa: E402  (needs trl)
 
 # transformers 5 deprecates a name TRL 1.16 still calls; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning",
@@ -44,9 +45,10 @@ def varied_reward(prompts, completions, **kwargs):
     return [float(sum(map(ord, c)) % 7) for c in completions]
 
 
-def build(algorithm, model_dir, tokenizer, tmp_path, **settings):
-    args = tt.trl_config(algorithm, tmp_path, batch_size=8, num_generations=4, mini_batch_size=8, epochs=1,
-                         max_completion_length=4, max_steps=1, **settings)
+def build(algorithm, model_dir, tokenizer, tmp_path, beta):
+    ppo = PPOConfig(batch_size=8, mini_batch_size=8, ppo_epochs=1, response_max_tokens=4, max_steps=1,
+                    init_kl_coef=beta)
+    args = tt.trl_config(algorithm, tmp_path, ppo, num_generations=4)
     return tt.TRAINERS[algorithm][1](model=str(model_dir), reward_funcs=[varied_reward], args=args,
                                      processing_class=tokenizer, train_dataset=Dataset.from_dict({"prompt": PROMPTS}))
 
@@ -166,10 +168,10 @@ def test_trl_generation_already_uses_positions_from_the_mask(algorithm, model_di
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
 def test_two_steps_train_save_and_reload(algorithm, model_dir, tmp_path):
     out = tmp_path / algorithm
-    result = tt.train_trl(algorithm, out, policy=model_dir, reward_fn=varied_reward,
-                          prompts=Dataset.from_dict({"prompt": PROMPTS}), max_minutes=None, max_steps=2,
-                          batch_size=8, num_generations=4, mini_batch_size=4, epochs=2, max_completion_length=4,
-                          learning_rate=1e-3)
+    ppo = PPOConfig(max_minutes=None, max_steps=2, batch_size=8, mini_batch_size=4, ppo_epochs=2,
+                    response_max_tokens=4, learning_rate=1e-3)
+    result = tt.train_trl(algorithm, out, ppo, policy=model_dir, reward_fn=varied_reward,
+                          prompts=Dataset.from_dict({"prompt": PROMPTS}), num_generations=4)
     assert result["steps"] == 2 and result["optimizer_steps"] == 2 * 2 * 2  # 2 rounds x 2 mini-batches x 2 epochs
     assert result["episodes"] == 16 and not result["stopped_by_budget"]
     history = result["history"]
@@ -189,9 +191,10 @@ def test_two_steps_train_save_and_reload(algorithm, model_dir, tmp_path):
 
 
 def test_wall_clock_budget_stops_training(model_dir, tmp_path):
-    result = tt.train_trl("grpo", tmp_path / "budget", policy=model_dir, reward_fn=varied_reward,
-                          prompts=Dataset.from_dict({"prompt": PROMPTS}), max_minutes=1e-6, max_steps=50,
-                          batch_size=8, num_generations=4, mini_batch_size=4, epochs=2, max_completion_length=4)
+    ppo = PPOConfig(max_minutes=1e-6, max_steps=50, batch_size=8, mini_batch_size=4, ppo_epochs=2,
+                    response_max_tokens=4)
+    result = tt.train_trl("grpo", tmp_path / "budget", ppo, policy=model_dir, reward_fn=varied_reward,
+                          prompts=Dataset.from_dict({"prompt": PROMPTS}), num_generations=4)
     # The budget is spent during the first round; the round is finished (2 x 2 Adam steps), then training stops.
     assert result["stopped_by_budget"] and result["steps"] == 1 and result["optimizer_steps"] == 4
     assert len(result["history"]) == 1

@@ -1,0 +1,583 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 — Reading TRL: what the library does, and where it lives in our code
+#
+# 🤗 TRL is the library most people use for RLHF on `transformers` models. This course writes PPO from scratch
+# instead, and the reason is in TRL's history: the PPO trainer of the recipe this course follows, and its
+# value-head model, **no longer exist** in the TRL installed here. This notebook reads the installed
+# TRL's source, so that what you learn from it matches the code that runs, and maps every piece to a function of
+# `rlhf_helpers`.
+#
+# 1. **Read the source.** `inspect.getsource` on TRL's trainers, printed in small excerpts: the reward model's
+#    loss (`RewardTrainer`), GRPO's loss and KL term (`GRPOTrainer`), RLOO's baseline and KL-in-reward
+#    (`RLOOTrainer`). Each excerpt is cut out by *marker strings*, not line numbers, and the notebook stops with an
+#    error if a marker disappears: a TRL upgrade that changes these lines cannot go unnoticed.
+# 2. **Run it next to ours.** Each formula is run twice on the same small tensors — once through TRL's *own
+#    method* on a real trainer, once through our function — with an `assert` that they agree. The same checks,
+#    on more cases, are in `tests/test_trl_parity.py`.
+# 3. **TRL's history**, told from its pull requests, and a table from each historical TRL piece to ours.
+#
+# Nothing is trained here. The last section, applying GRPO and RLOO to our task, comes in a later step.
+
+# %%
+import importlib.util
+import inspect
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # importing trl.experimental would warn on stderr
+import torch
+import transformers
+import trl
+from datasets import Dataset
+from transformers import AutoTokenizer, GPT2LMHeadModel
+from trl.trainer.utils import RepeatSampler
+
+from rlhf_helpers.policy import shipped_policy_dir
+from rlhf_helpers.ppo.advantages import leave_one_out_advantages, masked_mean
+from rlhf_helpers.ppo.kl import kl_penalty, per_token_rewards
+from rlhf_helpers.ppo.losses import clipped_policy_loss
+from rlhf_helpers.reward.model import bradley_terry_loss
+from rlhf_helpers.reward.trl_twin import sequence_classifier_from_policy
+
+transformers.logging.set_verbosity_error()  # no load reports or advisory warnings in the cell outputs
+transformers.utils.logging.disable_progress_bar()
+torch.manual_seed(0)
+torch.set_printoptions(precision=4, sci_mode=False, linewidth=120)
+TRL_DIR = Path(trl.__file__).parent
+WORK = Path(tempfile.mkdtemp(prefix="nb04_"))  # trainers need an output_dir; nothing we need is saved there
+
+# %% tags=["nbval-check-output"]
+print("TRL", trl.__version__)
+for name in ["RewardTrainer", "GRPOTrainer", "RLOOTrainer", "PPOTrainer", "AutoModelForCausalLMWithValueHead"]:
+    print(f"  trl.{name:<34} {'present' if hasattr(trl, name) else 'ABSENT'}")
+print(f"  trl.experimental.ppo{'':<18} {'present' if importlib.util.find_spec('trl.experimental.ppo') else 'ABSENT'}")
+
+
+# %% [markdown]
+# The course pins TRL (`requirements.txt`): TRL changes fast, and an unpinned install would make this notebook
+# describe code you do not have. PPO and the value-head model are absent: section 5 tells when and why.
+#
+# A small helper prints an excerpt of a function's source between two marker strings, with the line numbers of the
+# installed file, and fails loudly if a marker is gone:
+
+# %%
+def excerpt(func, start, end=None):
+    '''Print the lines of ``func``'s source from the first line containing ``start`` to the next line containing
+    ``end`` (``end=None``: just the start line), numbered as in the installed file.'''
+    func = inspect.unwrap(func)  # TRL wraps some methods in a profiling decorator; read the method itself
+    lines, first_line = inspect.getsourcelines(func)
+    starts = [i for i, line in enumerate(lines) if start in line]
+    assert starts, f"TRL changed: {start!r} is no longer in {func.__qualname__}; re-read the source."
+    i = starts[0]
+    j = i if end is None else next((k for k in range(i, len(lines)) if end in lines[k]), None)
+    assert j is not None, f"TRL changed: {end!r} no longer follows {start!r} in {func.__qualname__}."
+    path = Path(inspect.getsourcefile(func)).relative_to(TRL_DIR.parent)
+    print(f"# {path} :: {func.__qualname__}, lines {first_line + i}-{first_line + j}")
+    for k in range(i, j + 1):
+        print(f"{first_line + k:5d} {lines[k].rstrip()}")
+
+
+# %% [markdown]
+# ## 1. `RewardTrainer`: Bradley–Terry, plus an optional centring term
+#
+# Notebook 03 trained our reward model with `trl.RewardTrainer` and with our own loop. Here is the loss TRL
+# computes. A batch holds the B chosen texts followed by the B rejected ones, so one forward pass scores both and
+# `torch.chunk` splits the rewards in two:
+
+# %%
+excerpt(trl.RewardTrainer.compute_loss, "rewards_chosen, rewards_rejected = torch.chunk",
+        "loss += self.args.center_rewards_coefficient")
+
+# %% [markdown]
+# * The main term is the Bradley–Terry negative log-likelihood $-\log\sigma(r_c - r_r)$, averaged over pairs —
+#   our `bradley_terry_loss`. An optional per-pair `margin` column is subtracted inside the sigmoid.
+# * `center_rewards_coefficient` (off by default; TRL's documentation recommends 0.01) adds
+#   $c \cdot \mathrm{mean}\big((r_c + r_r)^2\big)$. Bradley–Terry only sees differences, so it leaves the offset of the
+#   rewards free; this term pulls the rewards of every pair towards a mean of zero (Eisenstein et al., 2023,
+#   *Helping or Herding? Reward Model Ensembles Mitigate but do not Eliminate Reward Hacking*, eq. 2 — the paper
+#   TRL's `RewardConfig` cites). Our course fixes the offset after training instead, by normalising the reward
+#   to mean 0 and std 1 on samples of the SFT policy (notebook 03, section 9).
+#
+# To run TRL's own `compute_loss` on rewards we choose, we build a real `RewardTrainer` (on a classifier made from
+# our SFT policy, as in notebook 03) and call `compute_loss` with a stand-in model that returns fixed rewards —
+# the only thing `compute_loss` asks of the model is its `.logits`:
+
+# %%
+policy_dir = shipped_policy_dir("tiny")   # the course's SFT policy: config, weights and tokenizer
+tokenizer = AutoTokenizer.from_pretrained(policy_dir)
+classifier = sequence_classifier_from_policy(GPT2LMHeadModel.from_pretrained(policy_dir), tokenizer)
+pairs = Dataset.from_list([{"chosen_ids": [5, 6, 7], "rejected_ids": [8, 9]}] * 4)  # only needed to build the trainer
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    reward_trainer = trl.RewardTrainer(
+        model=classifier, train_dataset=pairs, processing_class=tokenizer,
+        args=trl.RewardConfig(output_dir=str(WORK / "rm"), report_to="none", use_cpu=True, bf16=False,
+                              gradient_checkpointing=False, max_length=None, center_rewards_coefficient=0.01))
+
+
+class FixedRewards(torch.nn.Module):
+    '''Stands in for the reward model: returns the given rewards as a classifier's ``[2B, 1]`` logits.'''
+
+    def __init__(self, chosen, rejected):
+        super().__init__()
+        self.logits = torch.cat([chosen, rejected])[:, None]  # chosen first, then rejected: TRL's batch layout
+
+    def forward(self, **inputs):
+        return SimpleNamespace(logits=self.logits)
+
+
+# %% tags=["nbval-check-output"]
+r_chosen = torch.tensor([2.0, 0.5, -1.0])
+r_rejected = torch.tensor([0.0, 0.5, 1.0])
+batch = {"attention_mask": torch.ones(6, 1, dtype=torch.long)}  # TRL counts tokens from the mask in train mode
+trl_loss = reward_trainer.compute_loss(FixedRewards(r_chosen, r_rejected), dict(batch)).item()
+ours = bradley_terry_loss(r_chosen, r_rejected).item()
+centring = 0.01 * torch.mean((r_chosen + r_rejected) ** 2).item()
+print(f"TRL RewardTrainer.compute_loss:                   {trl_loss:.6f}")
+print(f"ours: bradley_terry_loss + 0.01 * mean((rc+rr)^2): {ours:.6f} + {centring:.6f} = {ours + centring:.6f}")
+assert abs(trl_loss - (ours + centring)) < 1e-6
+reward_trainer.args.center_rewards_coefficient = None  # the default: Bradley–Terry alone
+assert abs(reward_trainer.compute_loss(FixedRewards(r_chosen, r_rejected), dict(batch)).item() - ours) < 1e-6
+print("without centring, TRL's loss is our bradley_terry_loss")
+
+# %% [markdown]
+# `tests/test_reward_model.py::test_our_loss_equals_trl_reward_trainer_loss_on_a_fixed_batch` checks the same
+# thing end to end: a real model, real token ids, equal losses *and* equal gradients.
+#
+# ## 2. `GRPOTrainer`: PPO's clipped ratio, group-normalised advantages, a k3 KL term
+#
+# GRPO (Shao et al., 2024, *DeepSeekMath*, section 4.1) drops PPO's value model. For each prompt it samples a
+# **group** of $G$ completions (`num_generations`), scores them, and uses the reward normalised *within the group*
+# as the advantage of every token of a completion:
+#
+# $$\hat A_i = \frac{r_i - \mathrm{mean}(r_1..r_G)}{\mathrm{std}(r_1..r_G) + 10^{-4}}.$$
+
+# %%
+excerpt(trl.GRPOTrainer._generate_and_score_completions,
+        "mean_grouped_rewards = torch.nanmean(rewards.view(-1, num_generations), dim=1)",
+        "advantages = advantages / (std_rewards + 1e-4)")
+
+# %% [markdown]
+# `rewards.view(-1, num_generations)` makes one row per prompt, so the $G$ completions of a prompt must sit next to
+# each other in the batch. TRL's sampler guarantees it: it repeats each prompt index $G$ times in a row
+# (`RepeatSampler`, here without shuffling so the layout is plain to see):
+
+# %% tags=["nbval-check-output"]
+print(list(RepeatSampler(["prompt 0", "prompt 1", "prompt 2"], mini_repeat_count=3, batch_size=3, shuffle=False)))
+
+# %% [markdown]
+# The loss is PPO's clipped surrogate (Schulman et al., 2017), token by token, with the ratio
+# $\pi_\theta / \pi_{\text{old}}$ and the completion's advantage at each of its tokens (`coef_1` is the ratio,
+# `coef_2` the clipped ratio):
+
+# %%
+excerpt(trl.GRPOTrainer._compute_loss, 'elif self.loss_type in ["grpo", "bnpo", "dr_grpo", "dapo", "luspo"]:',
+        "per_token_loss = -torch.min(per_token_loss1, per_token_loss2)")
+
+# %% [markdown]
+# The KL to the reference is not in the reward, as in PPO-RLHF, but **added to the loss** at every token, with
+# Schulman's k3 estimator (`rlhf_helpers.ppo.kl` explains k1 and k3):
+#
+# $$k_3 = \frac{\pi_{\text{ref}}}{\pi_\theta} - \log\frac{\pi_{\text{ref}}}{\pi_\theta} - 1 \;\ge 0.$$
+
+# %%
+excerpt(trl.GRPOTrainer._compute_loss, "# Compute the KL divergence between the model and the reference model",
+        "per_token_kl = per_token_kl * coef_1")
+excerpt(trl.GRPOTrainer._compute_loss, "per_token_loss = per_token_loss + self.beta * per_token_kl")
+
+# %% [markdown]
+# Three things in these lines are easy to miss:
+#
+# * **`beta` defaults to 0.0** in TRL 1.16's `GRPOConfig`: out of the box there is no KL term and no reference
+#   model at all. RLHF on our task needs `beta > 0`.
+# * **`use_bias_correction_kl` defaults to True**: the k3 term is multiplied by the ratio $\pi_\theta/\pi_{\text{old}}$
+#   (`coef_1`), which TRL's documentation attributes to the DeepSeek-V3.2 report. On the first pass over a batch
+#   the ratio is exactly 1, so the *value* is plain k3; the ratio still changes the gradient.
+# * **`loss_type` defaults to `"dapo"`** (sum over all tokens of the batch divided by their number). The `"grpo"`
+#   average — per completion first, then over completions — is shown below.
+#
+# Now the check. We build a real `GRPOTrainer` on our SFT policy with `beta = 0.1` and call its `_compute_loss` on a
+# batch of two completions. The only thing we replace is the policy's forward pass
+# (`_get_per_token_logps_and_entropies`), so that the log-probs are numbers we chose; everything after it is TRL's
+# code. TRL logs the mean per-token KL in `_metrics[...]["kl"]`:
+
+# %%
+PROMPTS = ["This movie was", "I rented this film", "The acting in"]
+K = 3  # completions per prompt (num_generations)
+
+
+def zero_reward(prompts, completions, **kwargs):
+    '''A reward function in TRL's format: lists of prompts and completions in, one float per completion out.'''
+    return [0.0] * len(prompts)
+
+
+def make_trainer(kind, reward_fn=zero_reward, **settings):
+    '''A real GRPOTrainer or RLOOTrainer on the course's SFT policy (loaded from its directory), on CPU.'''
+    config_cls, trainer_cls = {"grpo": (trl.GRPOConfig, trl.GRPOTrainer), "rloo": (trl.RLOOConfig, trl.RLOOTrainer)}[kind]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        args = config_cls(output_dir=str(WORK / kind), report_to="none", use_cpu=True, bf16=False, seed=0,
+                          num_generations=K, per_device_train_batch_size=K * len(PROMPTS), max_completion_length=4,
+                          disable_dropout=True, **settings)
+        return trainer_cls(model=str(policy_dir), reward_funcs=[reward_fn], args=args, processing_class=tokenizer,
+                           train_dataset=Dataset.from_dict({"prompt": PROMPTS}))
+
+
+def use_fixed_logps(trainer, policy_logps, ref_logps=None):
+    '''Replace the trainer's forward pass by chosen per-token log-probs ``[B, T]`` for the policy and the reference.'''
+    def forward(model, *args, **kwargs):
+        logps = ref_logps if model is trainer.ref_model else policy_logps
+        # TRL expects (log-probs, entropies, aux loss); the log-probs carry a gradient only in the loss pass.
+        return logps.clone().requires_grad_(torch.is_grad_enabled()), torch.zeros_like(logps), None
+    trainer._get_per_token_logps_and_entropies = forward  # an instance attribute shadows the method
+
+
+grpo = make_trainer("grpo", beta=0.1, loss_type="grpo")
+print(f"GRPOTrainer: beta = {grpo.beta}, reference model loaded from .../{Path(grpo.ref_model.config._name_or_path).name}")
+
+# %% tags=["nbval-check-output"]
+# Two completions of 4 tokens; the second ends after 3 (its last column is padding, filled with garbage on purpose).
+logp = torch.tensor([[-1.2, -0.4, -2.0, -0.9], [-0.3, -1.5, -0.7, 99.0]])
+ref_logp = torch.tensor([[-1.0, -0.9, -1.1, -0.9], [-0.8, -1.2, -2.0, 99.0]])
+mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+batch = {"prompt_ids": torch.tensor([[11, 12], [13, 14]]), "prompt_mask": torch.ones(2, 2, dtype=torch.long),
+         "completion_ids": torch.tensor([[21, 22, 23, 24], [25, 26, 27, 1]]), "completion_mask": mask,
+         "ref_per_token_logps": ref_logp, "advantages": torch.zeros(2)}  # advantages 0: the loss is beta * KL alone
+
+use_fixed_logps(grpo, logp)
+grpo._metrics["eval"].clear()
+trl_loss = grpo._compute_loss(grpo.model, dict(batch)).item()  # eval mode: nothing accumulated
+trl_kl = grpo._metrics["eval"]["kl"][-1]
+
+k3 = kl_penalty(logp, ref_logp, estimator="k3")
+k1 = kl_penalty(logp, ref_logp, estimator="k1")
+print("our k3 per token:", k3 * mask + 0.0)  # + 0.0 turns -0.0 into 0.0 for printing
+print("our k1 per token:", k1 * mask + 0.0, " <- k1 can be negative on single tokens, k3 cannot")
+print(f"mean k3 over real tokens: TRL {trl_kl:.6f} | ours {masked_mean(k3, mask).item():.6f}")
+per_completion = (k3 * mask).sum(1) / mask.sum(1)
+print(f"loss (loss_type='grpo'):  TRL {trl_loss:.6f} | ours beta * mean over completions of the mean k3 "
+      f"{0.1 * per_completion.mean().item():.6f}")
+assert abs(trl_kl - masked_mean(k3, mask).item()) < 1e-6
+assert abs(trl_loss - 0.1 * per_completion.mean().item()) < 1e-6
+
+# %% [markdown]
+# And the clipped surrogate, with the KL switched off (`beta = 0`) and `loss_type = "bnpo"`, which averages over all
+# real tokens as our `clipped_policy_loss` does. The log-ratios are chosen so that every case of the clip occurs:
+
+# %% tags=["nbval-check-output"]
+advantages = torch.tensor([1.5, -0.7])
+log_ratio = torch.tensor([[0.5, 0.1, -0.3, 0.0], [-0.5, 0.1, 0.3, 0.0]])  # log(pi_theta / pi_old)
+grpo.beta, grpo.loss_type = 0.0, "bnpo"
+trl_loss = grpo._compute_loss(grpo.model, {**batch, "advantages": advantages, "old_per_token_logps": logp - log_ratio}).item()
+grpo.beta, grpo.loss_type = 0.1, "grpo"
+ours, stats = clipped_policy_loss(logp, logp - log_ratio, advantages[:, None].expand_as(logp), mask, clip_range=0.2)
+print(f"ratio:\n{torch.exp(log_ratio) * mask}")
+print(f"TRL GRPO loss {trl_loss:.6f} | our clipped_policy_loss {ours.item():.6f} | clipped tokens {stats['clip_fraction']:.3f}")
+assert abs(trl_loss - ours.item()) < 1e-6
+
+# %% [markdown]
+# So GRPO's loss *is* PPO's clipped loss — ours, from notebook 05 — with a different advantage (group-normalised
+# rewards instead of GAE on a value model) and the KL moved from the reward into the loss.
+#
+# ## 3. `RLOOTrainer`: the leave-one-out baseline, and the KL inside the reward
+#
+# RLOO (Kool et al., 2019, *Buy 4 REINFORCE Samples, Get a Baseline for Free!*; Ahmadian et al., 2024, *Back to
+# Basics*) also samples $k$ completions per prompt, and uses as the baseline of completion $i$ the mean reward of the
+# **other** $k-1$. That baseline does not depend on completion $i$, so the gradient stays unbiased, and no value model
+# is needed. Unlike GRPO, RLOO puts the KL **into the reward**, summed over the completion's tokens — with the k1
+# estimator, as the comment in TRL's code explains:
+
+# %%
+excerpt(trl.RLOOTrainer._generate_and_score_completions, "# Include the KL penalty in the reward",
+        "advantages = rewards - baselines")
+
+# %% [markdown]
+# Our version is `leave_one_out_advantages` (new in `rlhf_helpers.ppo.advantages`). It expects the same layout as TRL —
+# the $k$ completions of a prompt next to each other — and works on `[N*k]` or `[N, k]` rewards:
+
+# %%
+print(inspect.getsource(leave_one_out_advantages))
+
+# %% [markdown]
+# The check runs RLOO's real `_generate_and_score_completions` — the method that scores a batch and computes its
+# advantages. Two things are replaced: sampling (`_generate` returns fixed completions) and the forward passes
+# (fixed log-probs for the policy and the reference). The reward function is a plain Python callable in TRL's
+# format; here it looks scores up by completion. We feed the batch in the order TRL's sampler produces, and compute
+# ours from the same numbers: the sequence reward is `score - beta * sum(k1)`, which is exactly the sum over tokens of
+# our PPO per-token rewards (`per_token_rewards` with the k1 estimator).
+
+# %% tags=["nbval-check-output"]
+completions = [[21], [22, 23], [24, 25, 26], [27], [28, 29], [30, 31, 32], [33], [34, 35], [36, 37, 38]]
+scores = torch.tensor([1.0, 2.0, 3.0, 10.0, 10.0, 40.0, 0.5, -0.5, 0.0])  # one score per completion
+score_of = {tuple(c): s.item() for c, s in zip(completions, scores)}
+
+
+def score_by_completion(prompts, completions, completion_ids, **kwargs):
+    '''TRL passes prompts, decoded completions, their token ids and the dataset's other columns.'''
+    return [score_of[tuple(ids)] for ids in completion_ids]
+
+
+rloo = make_trainer("rloo", reward_fn=score_by_completion, beta=0.1)
+order = list(rloo._get_train_sampler())[: K * len(PROMPTS)]  # the first batch, as TRL's sampler lays it out
+assert all(len(set(order[j * K:(j + 1) * K])) == 1 for j in range(len(PROMPTS))), "each prompt's k copies are adjacent"
+inputs = [rloo.train_dataset[i] for i in order]
+prompt_ids = [tokenizer(x["prompt"])["input_ids"] for x in inputs]
+g = torch.Generator().manual_seed(0)
+policy_logps = -torch.rand(9, 3, generator=g) * 3  # [batch, longest completion]; padding columns are ignored
+ref_logps = policy_logps - 0.5 * torch.randn(9, 3, generator=g)
+rloo._generate = lambda prompts: (prompt_ids, completions, tokenizer.batch_decode(completions))
+use_fixed_logps(rloo, policy_logps, ref_logps)
+rloo.model.train()  # the training path (dropout is off)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # a deprecation inside transformers, called by TRL
+    out = rloo._generate_and_score_completions(inputs)
+
+rewards, kl = per_token_rewards(scores, policy_logps, ref_logps, out["completion_mask"], kl_coef=0.1, estimator="k1")
+ours = leave_one_out_advantages(rewards.sum(1), K)
+print("sequence rewards (score - 0.1 * sum k1):", rewards.sum(1))
+print("TRL advantages: ", out["advantages"])
+print("our advantages: ", ours)
+assert torch.allclose(out["advantages"], ours, atol=1e-5)
+assert abs(rloo._metrics["train"]["kl"][-1] - masked_mean(kl, out["completion_mask"]).item()) < 1e-5
+tiled = leave_one_out_advantages(rewards.sum(1).view(K, -1).T.contiguous(), K).T.reshape(-1)
+print("grouped the wrong way (prompts tiled p0 p1 p2 p0 ...):", tiled)
+assert not torch.allclose(out["advantages"], tiled, atol=1e-3)
+
+# %% [markdown]
+# **Ordering matters.** The same nine rewards grouped the other way round give different advantages, silently. TRL
+# 1.16 keeps the $k$ copies of a prompt adjacent (`RepeatSampler`, then `view(-1, k)`). TRL's *first* RLOO trainer
+# (2024) did the opposite: it tiled the batch with `queries.repeat(rloo_k, 1)` and grouped with
+# `reshape(rloo_k, -1)` — consistent within itself, but code copied from one version into the other would mix
+# prompts. (The old lines are quoted in the review of [OpenRLHF PR #515](https://github.com/OpenRLHF/OpenRLHF/pull/515),
+# which links TRL's file at commit `0238d96`; we did not read that TRL file itself.)
+#
+# RLOO's loss treats the whole completion as **one action**: one ratio per completion, from the *sum* of its
+# token log-probs, clipped like PPO's:
+
+# %%
+excerpt(trl.RLOOTrainer._compute_loss, "logps = (per_token_logps * completion_mask).sum(1)", "loss = per_sequence_loss.mean()")
+
+# %% [markdown]
+# Side by side, for the same rewards: RLOO's advantage is $\frac{k}{k-1}(r_i - \bar r)$ (the identity in
+# `leave_one_out_advantages`'s docstring); GRPO's divides $r_i - \bar r$ by the group's standard deviation instead.
+# The group mean is the baseline of both; only the scale differs:
+
+# %% tags=["nbval-check-output"]
+r = torch.tensor([1.0, 2.0, 3.0, 10.0, 10.0, 40.0]).view(2, 3)
+centred = r - r.mean(1, keepdim=True)
+print("RLOO:", leave_one_out_advantages(r, 3))
+print("GRPO:", centred / (r.std(1, keepdim=True) + 1e-4))  # torch.std is unbiased, as TRL's nanstd
+
+# %% [markdown]
+# ## 4. Two details to know before running TRL on GPT-2
+#
+# Reading the installed source also shows what a GRPO or RLOO run on our task will need.
+#
+# **A reference model comes from a path.** With `beta > 0` and no PEFT adapter, TRL loads the reference model
+# again from the policy's `config._name_or_path`. A policy built in memory has no such path, and building the
+# trainer fails with an `OSError`. Give the trainer the policy's *directory* — as `make_trainer` above
+# does — or save it first.
+
+# %%
+excerpt(trl.GRPOTrainer.__init__, "# Reference model", "self.ref_model = create_model_from_path(")
+
+# %%
+in_memory = GPT2LMHeadModel(transformers.GPT2Config(vocab_size=len(tokenizer), n_layer=1, n_embd=32, n_head=2))
+print(f"config._name_or_path of a model built in memory: {in_memory.config._name_or_path!r}")
+try:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trl.GRPOTrainer(model=in_memory, reward_funcs=[zero_reward], processing_class=tokenizer,
+                        train_dataset=Dataset.from_dict({"prompt": PROMPTS}),
+                        args=trl.GRPOConfig(output_dir=str(WORK / "fail"), report_to="none", use_cpu=True,
+                                            bf16=False, beta=0.1, num_generations=K, per_device_train_batch_size=K))
+    print("built (TRL now handles in-memory policies with beta > 0)")
+except OSError as error:
+    print("in-memory policy with beta > 0 ->", type(error).__name__)
+
+# %% [markdown]
+# **Position ids.** TRL scores `[prompt | completion]` with only an attention mask, no `position_ids`:
+
+# %%
+excerpt(trl.GRPOTrainer._get_per_token_logps_and_entropies, 'model_inputs = {"input_ids": input_ids_batch')
+excerpt(trl.GRPOTrainer._get_per_token_logps_and_entropies, "outputs = model(**model_inputs, labels=labels")
+
+# %% [markdown]
+# GPT-2 learns an embedding per *absolute* position and, given no position ids, numbers the columns 0, 1, 2, …
+# padding included. A left-padded prompt is then scored as if it started later, while `generate` sampled it with
+# positions counted from the first real token (`transformers` builds them from the attention mask). With rotary
+# position embeddings, as in most recent models, attention depends only on *relative* positions and a constant
+# shift changes nothing; with GPT-2 it changes the log-probs. Our code builds position ids from the mask (`cumsum(mask) - 1`; Huang et
+# al., 2023, detail 2). `tests/test_trl_parity.py` measures the gap on a random GPT-2: TRL's log-probs equal ours on
+# rows without padding and differ on padded rows. Our prompts are 2–8 tokens long, so a batch of them is almost
+# always padded: a TRL run on our task must keep this in mind.
+#
+# ## 5. TRL's history, from its pull requests
+#
+# Every entry links the pull request (PR) or issue it comes from; "not verified" marks what we could not check
+# against a primary source.
+#
+# | when | what happened | source |
+# |---|---|---|
+# | 2020-03-28 | `PPOTrainer` is in the very first commit of the library, then called `lm_ppo` | [PR #7020](https://github.com/huggingface/trl/pull/7020) description |
+# | up to 0.11 | the classic API: `AutoModelForCausalLMWithValueHead` (LM + value head on one trunk), `respond_to_batch` / `PPOTrainer.generate`, and `ppo_trainer.step(queries, responses, rewards)` with `compute_rewards`, `compute_advantages` and `loss` inside; helpers in `trl.core` (`LengthSampler`, `masked_whiten`, `logprobs_from_logits`, …) | TRL's `trl/core.py` and `trl/trainer/ppo_trainer.py` of that era; the `step` example left the README in [PR #2085](https://github.com/huggingface/trl/pull/2085) (2024-09) |
+# | 2024 (PR opened in April) | `PPOv2Trainer` (`trl/trainer/ppov2_trainer.py`, separate value model, the implementation of Huang et al.'s TL;DR reproduction) and an RLOO trainer, by Costa Huang | [PR #1540](https://github.com/huggingface/trl/pull/1540); "the new experimental PPO trainer we now recommend" — [issue #1763](https://github.com/huggingface/trl/issues/1763) (2024-06). Exact release: not verified |
+# | 0.11 (2024-09) | the old `PPOTrainer` / `PPOConfig` deprecated in favour of `PPOv2Trainer` | [PR #2016](https://github.com/huggingface/trl/pull/2016) |
+# | 0.12 | `PPOv2Trainer` renamed `PPOTrainer`; the old trainer removed | [PR #2174](https://github.com/huggingface/trl/pull/2174), v0.12.0 release notes |
+# | 2025-01 | custom reward *functions* for the old RLOO trainer | [PR #2612](https://github.com/huggingface/trl/pull/2612) |
+# | 2025-07 | `RLOOTrainer` rewritten on the `GRPOTrainer` design: reward functions, `num_generations`, `beta` | [PR #3801](https://github.com/huggingface/trl/pull/3801) |
+# | 2025-11 | `PPOTrainer` moved to `trl.experimental.ppo`, old import kept as a deprecation stub | [PR #4482](https://github.com/huggingface/trl/pull/4482) |
+# | 2025-12 | the value-head classes moved to `trl.experimental.ppo`; RLOO stays in the main package | [PR #4654](https://github.com/huggingface/trl/pull/4654), [PR #4644](https://github.com/huggingface/trl/pull/4644) |
+# | 2026-02 | the deprecation stubs removed: `from trl import PPOTrainer` fails | [PR #5051](https://github.com/huggingface/trl/pull/5051) |
+# | 2026-09 | PPO removed entirely: `PPOTrainer`, `PPOConfig` and `modeling_value_head.py` (`AutoModelForCausalLMWithValueHead`, …) | [PR #7020](https://github.com/huggingface/trl/pull/7020) |
+#
+# PR #7020's own reasons: no feature work on PPO for over a year, the only trainer still taking tokenized input
+# instead of text, almost no recorded usage. Its description says the top-level import stopped working "in v1.10";
+# the deprecation stubs of PR #4482 had announced removal for 0.29 — we did not check which release first shipped
+# without them. The `gpt2-sentiment` notebook that this course's recipe comes from used the classic API of TRL ≤ 0.11.
+#
+# ## 6. Map: TRL's pieces → `rlhf_helpers`
+#
+# | TRL (version) | what it did | ours |
+# |---|---|---|
+# | `AutoModelForCausalLMWithValueHead` (≤ 0.11; experimental, removed 2026) | LM + linear value head on the last hidden state | `ppo.value_head.PolicyWithValueHead` (head initialised to zero) |
+# | `PPOTrainer.step` (≤ 0.11) | one PPO step: rewards, advantages, mini-batch epochs | `ppo.PPOTrainer.step` = `collect_rollout` + `ppo_update` |
+# | `PPOConfig` (≤ 0.11) | lr, batch sizes, epochs, KL, γ, λ, clip ranges | `config.PPOConfig` |
+# | `respond_to_batch`, `PPOTrainer.generate` | sampling responses | `policy.generation.generate` (left padding, KV cache, response-only output) |
+# | `trl.core.LengthSampler(a, b)` | random response/prompt lengths, `b` excluded | `data.LengthSampler(a, b)`, `b` **included** |
+# | `trl.core.logprobs_from_logits` | log-probs of the sampled tokens | `policy.logprobs.logprobs_from_logits`, `policy.logprobs.response_logprobs` (temperature, position ids) |
+# | `PPOTrainer._kl_penalty` (`"kl"`, `"abs"`, `"mse"`, `"full"`) | per-token KL estimate | `ppo.kl.kl_penalty` (`"k1"`, `"k3"`) |
+# | `AdaptiveKLController`, `FixedKLController` | the KL coefficient | `ppo.kl.AdaptiveKLController`, `ppo.kl.FixedKLController` |
+# | `PPOTrainer.compute_rewards` | −β·KL per token, score at the last token | `ppo.kl.per_token_rewards` |
+# | `PPOTrainer.compute_advantages` | GAE | `ppo.advantages.compute_gae` |
+# | `trl.core.masked_mean / masked_var / masked_whiten` | statistics over real tokens | `ppo.advantages.masked_mean / masked_var / masked_whiten` |
+# | `PPOTrainer.loss` | clipped policy loss + clipped value loss | `ppo.losses.clipped_policy_loss`, `ppo.losses.clipped_value_loss` |
+# | `trl.core.entropy_from_logits` | entropy diagnostic | `ppo.losses.entropy_from_logits` |
+# | `RewardTrainer.compute_loss` (1.16) | Bradley–Terry (+ margin, + centring) | `reward.model.bradley_terry_loss`; training in `reward.training` / `reward.trl_twin` |
+# | `GRPOTrainer._compute_loss` (1.16) | clipped ratio + β·k3 | `ppo.losses.clipped_policy_loss` + `ppo.kl.kl_penalty(..., "k3")` |
+# | `RLOOTrainer._generate_and_score_completions` (1.16) | score − β·Σk1, leave-one-out baseline | `ppo.kl.per_token_rewards(..., "k1")` summed, `ppo.advantages.leave_one_out_advantages` |
+#
+# ## 7. Applying TRL: GRPO and RLOO on our task
+#
+# Reading is half of "TRL as a reference"; the other half is running it. `rlhf_helpers.beyond_ppo.grpo_rloo` makes TRL
+# 1.16's two trainers train **our** SFT policy on **our** prompts against **our** reward model, with settings
+# mirroring our PPO wherever TRL allows (`trl_config`'s docstring lists each one, with TRL's default beside it):
+#
+# * one round = 64 completions (16 prompts × k = 4), then 4 passes × 4 mini-batches of 16 = 16 Adam steps, as PPO;
+# * learning rate 5e-5 decaying linearly, clipping ε = 0.2, gradient norm 1, β = 0.2, full-distribution sampling,
+#   at most 16 new tokens, dropout off, bf16 autocast as our PPO;
+# * the reward model wrapped as TRL's reward function (`reward_function`: scores `prompt + completion`);
+# * the policy as a **directory** (`beta > 0`: TRL reloads the reference from `config._name_or_path`);
+# * the position-id gap of section 4 closed by two small subclasses, `CourseGRPOTrainer` / `CourseRLOOTrainer`,
+#   that override only the log-prob method to pass position ids built from the attention mask.
+
+# %%
+from rlhf_helpers.beyond_ppo.grpo_rloo import CourseGRPOTrainer, train_trl
+
+print(inspect.getsource(CourseGRPOTrainer))
+
+# %% [markdown]
+# A short live run of each (the wall-clock budget is a `TrainerCallback` that stops training at the end of a round
+# once the time is spent):
+
+# %%
+import dataclasses
+import os
+import tempfile
+
+from rlhf_helpers import get_config
+
+live_minutes = 0.25 if os.environ.get("RLHF_CI") == "1" else 0.5
+live = {}
+for algorithm in ("grpo", "rloo"):
+    # TRL's settings are derived from our PPOConfig (trl_config), here with a short wall-clock budget
+    live[algorithm] = train_trl(algorithm, tempfile.mkdtemp(prefix=f"{algorithm}-"),
+                                dataclasses.replace(get_config("tiny").ppo, max_minutes=live_minutes), bf16=True)
+    first, last = live[algorithm]["history"][0], live[algorithm]["history"][-1]
+    print(f"{algorithm}: {live[algorithm]['steps']} rounds ({live[algorithm]['episodes']} completions) in "
+          f"{live[algorithm]['train_seconds']:.0f} s; score {first['score']:+.2f} -> {last['score']:+.2f}, "
+          f"KL per response {last['kl_per_response']:.2f}, mean length {last['response_length']:.1f} tokens")
+
+# %% [markdown]
+# ### Equal wall time: PPO vs GRPO vs RLOO
+#
+# The comparison itself is a longer job than a notebook cell should be, so a script runs it and writes a run card:
+#
+# ```bash
+# python scripts/compare_algorithms.py --minutes 5
+# ```
+#
+# It trains each algorithm from the shipped SFT policy for the same 5 minutes on these 2 CPU cores (model loading
+# excluded), then evaluates every policy exactly like notebook 06: 256 held-out prompts, one response each (4–16
+# tokens, full distribution, the same seed), scored by the reward model, by two judges the training never saw
+# (VADER and a bag-of-words classifier), KL to the SFT policy and perplexity under it. The recorded run:
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from rlhf_helpers.core.assets import shipped_results_dir
+from rlhf_helpers.core.run_card import read_run_card
+
+card = read_run_card(shipped_results_dir("tiny"), "compare")
+runs, evaluations = card["metrics"]["runs"], card["metrics"]["evaluations"]
+print(f"recorded {card['written_at']}, {card['config']['minutes']} minutes per algorithm, torch {card['versions']['torch']}, "
+      f"trl {card['versions']['trl']}")
+
+labels = {"ppo": "PPO (ours)", "grpo": "GRPO (TRL)", "rloo": "RLOO (TRL)"}
+fig, axes = plt.subplots(1, 2, figsize=(13, 3.8))
+for name, run in runs.items():
+    seconds = [h["seconds"] / 60 for h in run["history"]]
+    axes[0].plot(seconds, pd.Series([h["score"] for h in run["history"]]).rolling(5, min_periods=1).mean(), label=labels[name])
+    axes[1].plot(seconds, pd.Series([h["kl"] for h in run["history"]]).rolling(5, min_periods=1).mean(), label=labels[name])
+axes[0].set(xlabel="training time (minutes)", ylabel="reward-model score (normalised)", title="reward on the training batches (5-step mean)")
+axes[1].set(xlabel="training time (minutes)", ylabel="nats per response", title="KL to the SFT policy at sampling time")
+for ax in axes:
+    ax.legend()
+plt.tight_layout()
+plt.show()
+
+# %%
+columns = {"reward": "reward model", "positive_rate/vader": "positive: VADER", "positive_rate/bag_of_words": "positive: bag of words",
+           "kl": "KL (nats/response)", "ref_perplexity": "perplexity under SFT", "response_length": "length", "distinct_2": "distinct-2"}
+table = pd.DataFrame({("SFT (start)" if name == "sft" else labels[name]): {columns[k]: e["metrics"][k] for k in columns}
+                      for name, e in evaluations.items()}).T
+table["rounds in 5 min"] = [None] + [runs[name]["steps"] for name in runs]
+table.round(3)
+
+# %%
+for name, e in evaluations.items():
+    print(f"--- {'SFT (start)' if name == 'sft' else labels[name]}")
+    for sample in e["samples"][:4]:
+        print(f"  {sample['query']!r} -> {sample['response']!r}")
+
+# %% [markdown]
+# How to read it. All three optimise the same reward with the same KL weight; what differs is the advantage
+# estimate (PPO: a learned value function and GAE per token; GRPO: the group's mean and standard deviation; RLOO:
+# the other completions' mean), where the KL enters (PPO and RLOO: in the reward, k1; GRPO: in the loss, k3) and the
+# length of the completions (TRL stops at EOS and cannot draw a 4–16-token length, so its completions run to 16
+# tokens unless the policy ends them). Per round, GRPO and RLOO sample 4 completions for each of 16 prompts and
+# need no value head; PPO samples one completion for each of 64 prompts and trains a value head on them.
+
+# %%
+for name in runs:
+    assert evaluations[name]["metrics"]["reward"] > evaluations["sft"]["metrics"]["reward"], f"{name}: reward should go up"
+print("all three raised the reward model's score on held-out prompts")

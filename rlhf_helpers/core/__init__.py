@@ -1,0 +1,1 @@
+"""What every stage shares: the training loop, checkpoints, run cards, precision, padding and masks."""

@@ -1,0 +1,58 @@
+"""What ships inside the package, in one documented place: ``rlhf_helpers/assets/<profile>/``.
+
+* ``sft_policy/``: the trained SFT policy and its tokenizer (weights, configs, run card);
+* ``reward_model/``: the trained, normalised reward model (and the run card of its TRL twin);
+* ``results/``: run cards of long experiments that notebooks plot (e.g. the algorithm comparison).
+
+Everything a script or a stage *produces* goes under the artifacts directory (`rlhf_helpers.config.artifacts_root`);
+a result is shipped by copying its run card here on purpose.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+
+
+def shipped_policy_dir(profile: str = "tiny") -> Path:
+    """Directory of the SFT policy shipped inside the package (weights, tokenizer, run card)."""
+    return ASSETS_DIR / profile / "sft_policy"
+
+
+def shipped_tokenizer_dir(profile: str = "tiny") -> Path:
+    """The tokenizer shipped with the tiny policy: the IMDb BPE trained by `train_course_tokenizer`."""
+    return shipped_policy_dir(profile)
+
+
+def shipped_reward_model_dir(profile: str = "tiny") -> Path:
+    """Directory of the reward model shipped inside the package."""
+    return ASSETS_DIR / profile / "reward_model"
+
+
+def shipped_results_dir(profile: str = "tiny") -> Path:
+    """Run cards of long experiments that ship with the course and that notebooks plot."""
+    return ASSETS_DIR / profile / "results"
+
+
+# ----------------------------------------------------------------------------------------------
+# Which model a stage uses: the one trained under the artifacts directory, else the shipped one
+# ----------------------------------------------------------------------------------------------
+
+
+def _trained_or_shipped(trained: Path, shipped: Path, profile: str) -> str | Path:
+    """A model trained under the artifacts directory if there is one, else the profile's shipped one."""
+    if (trained / "model.safetensors").exists():
+        return trained
+    return profile if shipped.exists() else trained
+
+
+def policy_source(config) -> str | Path:
+    """The SFT policy of this profile: ``<artifacts>/<profile>/sft_policy`` if trained there, else the shipped one."""
+    return _trained_or_shipped(config.artifacts_dir / "sft_policy", shipped_policy_dir(config.name), config.name)
+
+
+def reward_source(config) -> str | Path:
+    """The reward model of this profile: ``<artifacts>/<profile>/reward_model`` if trained there, else the shipped one."""
+    return _trained_or_shipped(config.artifacts_dir / "reward_model", shipped_reward_model_dir(config.name),
+                               config.name)

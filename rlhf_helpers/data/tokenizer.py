@@ -1,0 +1,116 @@
+"""Tokenizers: a byte-level BPE trained on IMDb (offline profile) or a hub tokenizer (``gpt2``).
+
+GPT-2's tokenizer is a byte-level BPE (Radford et al. 2019, section 2.2): text is read as UTF-8
+bytes, so any string can be encoded, and merges of frequent byte pairs build the vocabulary. We train
+the same kind of tokenizer on IMDb with the ``tokenizers`` library, at 8,192 entries instead of
+GPT-2's 50,257 so that the embedding matrix of the tiny model stays small.
+
+Special tokens of the trained tokenizer:
+
+* ``<|endoftext|>`` (id 0): end of a document, as in GPT-2; used as BOS/EOS.
+* ``<|pad|>`` (id 1): padding only. GPT-2 has no pad token and code often pads with EOS, which makes a
+  real EOS look like padding (a known RLHF pitfall); a separate pad token avoids that. Our code never
+  infers padding from token ids anyway: it always carries attention masks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from ..core.assets import shipped_tokenizer_dir
+from .imdb import clean_review, load_imdb_splits
+
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|pad|>"
+
+
+def train_bpe_tokenizer(
+    texts: Iterable[str], vocab_size: int = 8192, min_frequency: int = 2, show_progress: bool = False
+) -> PreTrainedTokenizerFast:
+    """Train a GPT-2-style byte-level BPE tokenizer on `texts`.
+
+    Returns a `transformers.PreTrainedTokenizerFast` with ``<|endoftext|>`` as BOS/EOS/UNK and
+    ``<|pad|>`` as pad, ready for ``GPT2LMHeadModel``.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    if vocab_size < 300:
+        raise ValueError(f"vocab_size={vocab_size} is too small: a byte-level BPE needs 256 byte tokens + specials.")
+    core = Tokenizer(models.BPE())
+    # add_prefix_space=False as in GPT-2: "Hello" and " Hello" are different tokens.
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[EOS_TOKEN, PAD_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes: nothing is ever unknown
+        show_progress=show_progress,
+    )
+    core.train_from_iterator(texts, trainer=trainer)
+    return wrap_tokenizer(core)
+
+
+def wrap_tokenizer(core) -> PreTrainedTokenizerFast:
+    """Wrap a `tokenizers.Tokenizer` so that `transformers` models and TRL can use it."""
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token=EOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        unk_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+    )
+
+
+def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
+    """Load a tokenizer from a directory or hub id; give it a pad token if it has none (GPT-2).
+
+    Hub GPT-2 has no pad token; we then pad with EOS, and rely on attention masks (never on token
+    ids) to tell padding from a real EOS.
+    """
+    path = Path(name_or_path)
+    if path.exists() and not (path / "tokenizer.json").exists() and not (path / "vocab.json").exists():
+        raise FileNotFoundError(f"No tokenizer files in {path} (expected tokenizer.json). Re-run "
+                                "`python -m rlhf_helpers tokenizer` or check the path.")
+    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def describe_tokenizer(tokenizer: PreTrainedTokenizerBase) -> dict:
+    """A few facts worth printing: vocabulary size and the special tokens with their ids."""
+    return {
+        "vocab_size": len(tokenizer),
+        "eos": (tokenizer.eos_token, tokenizer.eos_token_id),
+        "pad": (tokenizer.pad_token, tokenizer.pad_token_id),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# The profile's tokenizer
+# ----------------------------------------------------------------------------------------------
+
+
+def tokenizer_dir(config) -> Path:
+    """Where the ``tokenizer`` stage saves the profile's tokenizer: ``<artifacts>/<profile>/tokenizer``."""
+    return config.artifacts_dir / "tokenizer"
+
+
+def train_course_tokenizer(config, splits=None) -> PreTrainedTokenizerFast:
+    """The tiny profile's tokenizer: byte-level BPE of `config.vocab_size` on the *train* rows only."""
+    splits = splits or load_imdb_splits(config)
+    return train_bpe_tokenizer((clean_review(t) for t in splits["train"]["text"]), vocab_size=config.vocab_size)
+
+
+def get_tokenizer(config) -> PreTrainedTokenizerBase:
+    """The profile's tokenizer: a hub id / directory if configured, else the saved or shipped IMDb BPE."""
+    if config.tokenizer_name_or_path is not None:
+        return load_tokenizer(config.tokenizer_name_or_path)
+    for directory in (tokenizer_dir(config), shipped_tokenizer_dir(config.name)):
+        if (directory / "tokenizer.json").exists():
+            return load_tokenizer(directory)
+    return train_course_tokenizer(config)
