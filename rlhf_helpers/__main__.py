@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ from typing import Annotated
 
 import tyro
 
-from .config import PROFILES, CourseConfig, finalize, get_config
+from .config import PROFILES, CourseConfig, check_n_prompts, finalize, get_config
+
+TRACEBACK_ENV_VAR = "RLHF_TRACEBACK"  # set it to see the traceback behind an error message
 
 # The CourseConfig's fields are flags without a prefix (--seed, --ppo.kl-target), not --config.seed.
 Config = Annotated[CourseConfig, tyro.conf.arg(name="")]
@@ -50,6 +53,8 @@ class Sft:
     """Default: <artifacts>/<profile>/sft_policy."""
     no_resume: bool = False
     """Ignore an existing checkpoint and start afresh."""
+    allow_changed_settings: bool = False
+    """Resume even if the checkpoint was written with other settings (the run card records both)."""
     export_to: Path | None = None
     """Also copy the final policy (no optimiser state) here."""
 
@@ -63,6 +68,8 @@ class Reward:
     """Default: <artifacts>/<profile>/reward_model (with --trl: reward_model_trl)."""
     no_resume: bool = False
     """Ignore an existing checkpoint and start afresh."""
+    allow_changed_settings: bool = False
+    """Resume even if the checkpoint was written with other settings (the run card records both)."""
     export_to: Path | None = None
     """Also copy the final reward model here (with --trl: only its run card)."""
     trl: bool = False
@@ -78,6 +85,8 @@ class Ppo:
     """Default: <artifacts>/<profile>/ppo_policy."""
     no_resume: bool = False
     """Ignore an existing checkpoint and start afresh."""
+    allow_changed_settings: bool = False
+    """Resume even if the checkpoint was written with other settings (the run card records both)."""
 
 
 @dataclass
@@ -86,7 +95,7 @@ class Evaluate:
 
     config: Config
     n_prompts: int = 256
-    """Held-out prompts to evaluate on."""
+    """Held-out prompts to evaluate on (at least 1; more than the held-out prompts: all of them)."""
 
 
 @dataclass
@@ -99,7 +108,7 @@ class Run:
     train_reward: bool = False
     """Train the reward model too (tiny default: the shipped one; the gpt2 profile always trains it)."""
     n_prompts: int = 256
-    """Held-out prompts for the evaluation."""
+    """Held-out prompts for the evaluation (at least 1; more than the held-out prompts: all of them)."""
 
 
 COMMANDS = {"tokenizer": Tokenizer, "data": Data, "sft": Sft, "reward": Reward, "ppo": Ppo, "evaluate": Evaluate,
@@ -147,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                        prog=f"python -m rlhf_helpers {stage}", description=command_class.__doc__)
     try:
         config = finalize(command.config)
+        if stage in ("evaluate", "run"):
+            check_n_prompts(command.n_prompts)
     except (ValueError, TypeError) as err:
         _usage_error(str(err))
     return run_command(stage, command, config)
@@ -167,17 +178,66 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def _output_dirs(stage: str, command, config: CourseConfig) -> list[tuple[Path, str | None]]:
+    """The directories a stage will write, each with the way out if it cannot (None: the default wording)."""
+    other_dir = "Choose another --output-dir (a directory you can write)."
+    trl = stage == "reward" and command.trl
+    defaults = {"tokenizer": "tokenizer", "data": "data", "sft": "sft_policy", "ppo": "ppo_policy",
+                "reward": "reward_model_trl" if trl else "reward_model", "evaluate": "evaluation", "run": ""}
+    given = getattr(command, "output_dir", None)
+    dirs = [(Path(given), other_dir) if given else (config.artifacts_dir / defaults[stage], None)]
+    if getattr(command, "export_to", None):
+        dirs.append((Path(command.export_to), "Choose another --export-to (a directory you can write)."))
+    return dirs
+
+
+def _preflight(stage: str, command, config: CourseConfig, pipeline) -> None:
+    """Checked before any work (the values were checked by `main`): the output locations, the hub (gpt2 profile)."""
+    for directory, way_out in _output_dirs(stage, command, config):
+        pipeline.check_writable_dir(directory, way_out)
+    pipeline.require_hub(config, "reward_trl" if stage == "reward" and command.trl else stage)
+
+
 def run_command(stage: str, command, config: CourseConfig) -> int:
     from . import pipeline
 
+    refused = (pipeline.OutputLocationError, pipeline.HubUnavailableError)
+    try:
+        _preflight(stage, command, config, pipeline)
+    except refused as err:
+        _usage_error(str(err))
     _quiet_libraries()
+    try:
+        _run_stage(stage, command, config, pipeline)
+    except refused as err:  # the checks a stage makes itself, e.g. each stage of `run`
+        _usage_error(str(err))
+    except _refusals() as err:  # a message written for the user: no traceback unless asked for
+        if os.environ.get(TRACEBACK_ENV_VAR):
+            raise
+        print(f"error: {err}\n(set {TRACEBACK_ENV_VAR}=1 for the traceback)", file=sys.stderr)
+        return 1
+    return 0
 
+
+def _refusals() -> tuple[type[BaseException], ...]:
+    """The errors whose messages say what went wrong and what to do (printed without a traceback): a checkpoint
+    that is torn or was written with other settings, a locked output directory, a non-finite loss, a model and
+    tokenizer that do not belong together, an incomplete or damaged model directory."""
+    from .core.checkpoint import CheckpointError, SettingsChangedError
+    from .core.lock import RunLockedError
+
+    return (CheckpointError, SettingsChangedError, RunLockedError, FloatingPointError, ValueError, TypeError,
+            FileNotFoundError, NotADirectoryError)
+
+
+def _run_stage(stage: str, command, config: CourseConfig, pipeline) -> None:
     if stage == "tokenizer":
         _print(pipeline.stage_tokenizer(config))
     elif stage == "data":
         _print(pipeline.stage_data(config))
     elif stage == "sft":
-        result = pipeline.stage_sft(config, output_dir=command.output_dir, resume=not command.no_resume)
+        result = pipeline.stage_sft(config, output_dir=command.output_dir, resume=not command.no_resume,
+                                    allow_changed_settings=command.allow_changed_settings)
         if command.export_to and not result.get("interrupted"):
             result["exported_to"] = str(pipeline.export_policy(result["dir"], command.export_to))
         _print(result)
@@ -191,18 +251,19 @@ def run_command(stage: str, command, config: CourseConfig) -> int:
             result["exported_to"] = str(command.export_to)
         _print(result)
     elif stage == "reward":
-        result = pipeline.stage_reward(config, output_dir=command.output_dir, resume=not command.no_resume)
+        result = pipeline.stage_reward(config, output_dir=command.output_dir, resume=not command.no_resume,
+                                       allow_changed_settings=command.allow_changed_settings)
         if command.export_to and not result.get("interrupted"):
             result["exported_to"] = str(pipeline.export_policy(result["dir"], command.export_to))
         _print(result)
     elif stage == "ppo":
-        _print(pipeline.stage_ppo(config, output_dir=command.output_dir, resume=not command.no_resume))
+        _print(pipeline.stage_ppo(config, output_dir=command.output_dir, resume=not command.no_resume,
+                                  allow_changed_settings=command.allow_changed_settings))
     elif stage == "evaluate":
         _print(pipeline.stage_evaluate(config, n_prompts=command.n_prompts))
     elif stage == "run":
         print(pipeline.stage_run(config, train_sft=command.train_sft, train_reward=command.train_reward,
                                  n_prompts=command.n_prompts))
-    return 0
 
 
 if __name__ == "__main__":

@@ -22,6 +22,12 @@ Override any field: ``get_config("tiny", seed=1, ppo={"kl_target": 3})``, or on 
 ``python -m rlhf_helpers ppo --seed 1 --ppo.kl-target 3`` (every field below is a flag; its docstring is the
 flag's help). The course seed is copied into every stage's ``seed``.
 
+Every value is checked up front (`finalize`, called by `get_config` and the command line), before any model
+loads: a value of the wrong type raises `TypeError`, one out of range `ValueError`, each with one message that
+names the field and its flag and says what is allowed (``ppo.max_steps must be an integer >= 1, got 0 (flag
+--ppo.max-steps)``). The rules are in `RULES` (the machinery: `rlhf_helpers.core.validation`); checks that involve several fields are
+in the ``validate`` methods.
+
 Artifacts of profile P go to ``<artifacts root>/P``: ``$RLHF_ARTIFACTS`` if set, else ``artifacts/`` at the
 top of the course checkout.
 """
@@ -32,9 +38,14 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import tyro
+
+from .core.validation import (
+    AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, RULES, UNIT_INTERVAL, at_least, between, check_fields, check_positive_int,
+    one_of,
+)
 
 PROFILE_ENV_VAR = "RLHF_PROFILE"
 ARTIFACTS_ENV_VAR = "RLHF_ARTIFACTS"
@@ -42,6 +53,9 @@ DEFAULT_PROFILE = "tiny"
 
 # The stage seeds are set from the course seed (one seed per run): hidden on the command line.
 StageSeed = Annotated[int, tyro.conf.Suppress]
+
+MIXED_PRECISIONS = ("auto", "bf16", "fp16", "no")  # the same as `rlhf_helpers.core.precision.PRECISIONS`
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding takes 32 bits
 
 
 # ----------------------------------------------------------------------------------------------
@@ -68,6 +82,21 @@ class TrainConfig:
     """Steps between resumable checkpoints (one is also written at the end)."""
     seed: StageSeed = 0
     """Seed of this stage's randomness (data order, sampling); set from the course seed."""
+
+    stage: ClassVar[str] = ""  # the name of the stage in `CourseConfig` ("ppo"): the prefix of messages and flags
+
+    @property
+    def _prefix(self) -> str:
+        return f"{self.stage}." if self.stage else ""
+
+    def validate(self) -> None:
+        """Raise a `TypeError` / `ValueError` that names the field and says what is allowed, before any model
+        is loaded (`CourseConfig.validate` calls it for every stage)."""
+        check_fields(self, self._prefix)
+        self._check_relations()
+
+    def _check_relations(self) -> None:
+        """Checks that involve more than one field (none here)."""
 
 
 @dataclass
@@ -97,6 +126,8 @@ class SupervisedConfig(TrainConfig):
 class SFTConfig(SupervisedConfig):
     """Supervised fine-tuning: next-token prediction on packed IMDb reviews (notebook 02)."""
 
+    stage: ClassVar[str] = "sft"
+
     max_steps: int = 3000
     """Optimiser steps if the time budget does not end training first (the shipped model: 4,500)."""
     learning_rate: float = 1e-3
@@ -114,6 +145,8 @@ class SFTConfig(SupervisedConfig):
 @dataclass
 class RewardConfig(SupervisedConfig):
     """The Bradley–Terry reward model, initialised from the SFT policy (notebook 03)."""
+
+    stage: ClassVar[str] = "reward"
 
     max_steps: int = 800
     """Optimiser steps if the time budget does not end training first."""
@@ -141,10 +174,17 @@ class RewardConfig(SupervisedConfig):
     eval_pairs: int = 256
     """Held-out pairs per view used for the curve (the final evaluation uses all of them)."""
 
+    def _check_relations(self) -> None:
+        if self.full_batch_size + self.snippet_batch_size < 1:
+            raise ValueError(f"{self._prefix}full_batch_size and {self._prefix}snippet_batch_size are both 0: at "
+                             "least one view needs pairs (one of them may be 0 to train on the other view only).")
+
 
 @dataclass
 class PPOConfig(TrainConfig):
     """PPO (notebooks 05–06). Defaults are the tiny profile's; the historical TRL (0.11) value is beside each."""
+
+    stage: ClassVar[str] = "ppo"
 
     max_steps: int = 200
     """PPO steps (rollout + update) at most; the learning rate anneals linearly to 0 over them. On 2 idle CPU
@@ -209,18 +249,25 @@ class PPOConfig(TrainConfig):
     """If set, clip normalised scores to [-score_clip, score_clip] (TRL option; off)."""
 
     def validate(self, context_length: int | None = None) -> None:
-        """Raise a ValueError that says what is allowed, before any model is loaded."""
-        if self.batch_size % self.mini_batch_size:
-            raise ValueError(f"batch_size={self.batch_size} is not divisible into mini-batches of "
-                             f"{self.mini_batch_size}: choose a mini_batch_size that divides it.")
-        if self.init_kl_coef < 0:
-            raise ValueError(f"init_kl_coef (beta) must be >= 0, got {self.init_kl_coef}.")
-        if not 1 <= self.response_min_tokens <= self.response_max_tokens:
-            raise ValueError(f"response length bounds [{self.response_min_tokens}, {self.response_max_tokens}] "
-                             "are empty or reversed.")
+        """Raise a `TypeError` / `ValueError` that says what is allowed, before any model is loaded.
+
+        ``context_length``: the policy's context (``n_positions``), if known; responses must fit in it beside a
+        prompt (`CourseConfig.validate` checks the course's own prompt lengths against ``n_positions``).
+        """
+        super().validate()
         if context_length is not None and self.response_max_tokens + 8 > context_length:
-            raise ValueError(f"response_max_tokens={self.response_max_tokens} plus an 8-token prompt exceeds the "
-                             f"model's context of {context_length} tokens.")
+            raise ValueError(f"{self._prefix}response_max_tokens={self.response_max_tokens} plus an 8-token prompt "
+                             f"exceeds the model's context of {context_length} tokens: lower "
+                             f"{self._prefix}response_max_tokens.")
+
+    def _check_relations(self) -> None:
+        p = self._prefix
+        if self.batch_size % self.mini_batch_size:
+            raise ValueError(f"{p}batch_size={self.batch_size} is not divisible into mini-batches of "
+                             f"{p}mini_batch_size={self.mini_batch_size}: choose a mini_batch_size that divides it.")
+        if self.response_min_tokens > self.response_max_tokens:
+            raise ValueError(f"response length bounds [{self.response_min_tokens}, {self.response_max_tokens}] are "
+                             f"empty or reversed: need 1 <= {p}response_min_tokens <= {p}response_max_tokens.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -281,8 +328,67 @@ class CourseConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def validate(self) -> None:
+        """Check every value, the course's and each stage's, before any model is loaded: a `TypeError` or
+        `ValueError` that names the field and says what is allowed (`finalize` and `get_config` call it)."""
+        check_fields(self)
+        if not self.name.strip() or self.name in (".", "..") or any(sep in self.name for sep in "/\\"):
+            raise ValueError(f"name (the profile) must be a plain directory name, got {self.name!r}. "
+                             f"Available profiles: {', '.join(sorted(PROFILES))}.")
+        for stage in STAGES:
+            getattr(self, stage).validate()
+        if self.prompt_min_tokens < 1 or self.prompt_max_tokens < self.prompt_min_tokens:
+            raise ValueError(
+                f"Prompt-length bounds [{self.prompt_min_tokens}, {self.prompt_max_tokens}] are empty "
+                "or reversed: need 1 <= prompt_min_tokens <= prompt_max_tokens."
+            )
+        if self.prompt_max_tokens + self.ppo.response_max_tokens > self.n_positions:
+            raise ValueError(
+                f"prompt_max_tokens={self.prompt_max_tokens} + ppo.response_max_tokens={self.ppo.response_max_tokens} "
+                f"exceeds the context, n_positions={self.n_positions}: a prompt and its longest response must fit "
+                "(lower --prompt-max-tokens or --ppo.response-max-tokens)."
+            )
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: each attention head "
+                             "gets n_embd / n_head dimensions (choose n_head dividing n_embd).")
+        if self.model_name_or_path is None:  # a fresh model: its context is n_positions
+            for where, length in (("sft.block_size", self.sft.block_size), ("reward.max_length", self.reward.max_length)):
+                if length > self.n_positions:
+                    raise ValueError(f"{where}={length} exceeds the model's context, n_positions={self.n_positions}: "
+                                     f"need {where} <= n_positions.")
+
 
 STAGES = {"sft": SFTConfig, "reward": RewardConfig, "ppo": PPOConfig}
+
+RULES.update({
+    TrainConfig: dict(
+        max_steps=AT_LEAST_ONE, max_minutes=POSITIVE, learning_rate=POSITIVE, max_grad_norm=NON_NEGATIVE,
+        mixed_precision=one_of(*MIXED_PRECISIONS), checkpoint_every=AT_LEAST_ONE, seed=between(0, MAX_SEED),
+    ),
+    SupervisedConfig: dict(
+        warmup_steps=NON_NEGATIVE, min_lr_ratio=UNIT_INTERVAL, weight_decay=NON_NEGATIVE,
+        betas=between(0, 1, high_open=True), eval_every=AT_LEAST_ONE, log_every=AT_LEAST_ONE,
+    ),
+    SFTConfig: dict(block_size=at_least(2), batch_size=AT_LEAST_ONE, eval_blocks=AT_LEAST_ONE,
+                    max_train_blocks=AT_LEAST_ONE),
+    RewardConfig: dict(max_length=at_least(2), keep=one_of("first", "last"), full_batch_size=NON_NEGATIVE,
+                       snippet_batch_size=NON_NEGATIVE, eval_pairs=AT_LEAST_ONE),
+    PPOConfig: dict(
+        batch_size=AT_LEAST_ONE, mini_batch_size=AT_LEAST_ONE, ppo_epochs=AT_LEAST_ONE,
+        response_min_tokens=AT_LEAST_ONE, response_max_tokens=AT_LEAST_ONE, temperature=POSITIVE, top_k=NON_NEGATIVE,
+        top_p=between(0, 1, low_open=True), init_kl_coef=NON_NEGATIVE, kl_target=POSITIVE, kl_horizon=POSITIVE,
+        kl_estimator=one_of("k1", "k3"), gamma=UNIT_INTERVAL, lam=UNIT_INTERVAL, clip_range=POSITIVE,
+        clip_range_value=POSITIVE, vf_coef=NON_NEGATIVE, ratio_threshold=POSITIVE, missing_eos_penalty=NON_NEGATIVE,
+        score_clip=POSITIVE,
+    ),
+    CourseConfig: dict(
+        seed=between(0, MAX_SEED), dataset_source=one_of("offline", "hub"), min_review_chars=NON_NEGATIVE,
+        eval_fraction=between(0, 1, low_open=True, high_open=True),
+        # a byte-level BPE needs its 256 byte tokens and the specials (`train_bpe_tokenizer` asks for 300)
+        vocab_size=at_least(300), n_layer=AT_LEAST_ONE, n_head=AT_LEAST_ONE, n_embd=AT_LEAST_ONE,
+        n_positions=at_least(2),
+    ),
+})
 
 PROFILES: dict[str, dict] = {
     "tiny": dict(name="tiny"),
@@ -319,11 +425,14 @@ def artifacts_root() -> Path:
 
 
 def resolve_profile_name(profile: str | None = None) -> str:
-    """The profile asked for, else `$RLHF_PROFILE`, else "tiny"; unknown names raise."""
-    name = profile if profile is not None else (os.environ.get(PROFILE_ENV_VAR) or DEFAULT_PROFILE)
-    if name not in PROFILES:
+    """The profile asked for, else `$RLHF_PROFILE`, else "tiny"; unknown names (the empty one too) raise."""
+    from_env = profile is None and PROFILE_ENV_VAR in os.environ
+    name = profile if profile is not None else os.environ.get(PROFILE_ENV_VAR, DEFAULT_PROFILE)
+    if not isinstance(name, str) or name not in PROFILES:
+        where = f" (from the {PROFILE_ENV_VAR} environment variable; unset it for the default, {DEFAULT_PROFILE})" \
+            if from_env else ""
         raise ValueError(
-            f"Unknown profile {name!r}. Available profiles: {', '.join(sorted(PROFILES))} "
+            f"Unknown profile {name!r}{where}. Available profiles: {', '.join(sorted(PROFILES))} "
             f"(choose with --profile or the {PROFILE_ENV_VAR} environment variable)."
         )
     return name
@@ -355,16 +464,22 @@ def get_config(profile: str | None = None, **overrides) -> CourseConfig:
     return finalize(CourseConfig(**values))
 
 
+def check_n_prompts(n_prompts) -> int:
+    """The evaluation's `n_prompts` (held-out prompts to evaluate on) must be an integer >= 1."""
+    return check_positive_int(n_prompts, "n_prompts", "--n-prompts")
+
+
 def finalize(config: CourseConfig) -> CourseConfig:
-    """Copy the course seed into every stage and check the values that every stage relies on."""
+    """Copy the course seed into every stage and check every value (`CourseConfig.validate`), so that a bad
+    value stops a stage before any model is loaded, with a message that says what is allowed."""
+    if not isinstance(config, CourseConfig):
+        raise TypeError(f"Expected a CourseConfig, got {type(config).__name__}.")
+    for name in ("tokenizer_name_or_path", "model_name_or_path"):  # a pathlib.Path is a fine local directory
+        if isinstance(getattr(config, name), os.PathLike):
+            setattr(config, name, os.fspath(getattr(config, name)))
+    check_fields(config)  # the course's own fields (the seed among them) before it is copied
     for stage in STAGES:
-        getattr(config, stage).seed = config.seed
-    if config.prompt_min_tokens < 1 or config.prompt_max_tokens < config.prompt_min_tokens:
-        raise ValueError(
-            f"Prompt-length bounds [{config.prompt_min_tokens}, {config.prompt_max_tokens}] are empty "
-            "or reversed: need 1 <= prompt_min_tokens <= prompt_max_tokens."
-        )
-    if not 0.0 < config.eval_fraction < 1.0:
-        raise ValueError(f"eval_fraction must be in (0, 1), got {config.eval_fraction}")
-    config.ppo.validate()
+        if isinstance(getattr(config, stage), TrainConfig):
+            getattr(config, stage).seed = config.seed
+    config.validate()
     return config

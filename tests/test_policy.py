@@ -1,7 +1,6 @@
 """Loading policies: clear errors for missing, incomplete or corrupt checkpoints and mismatched tokenizers."""
 
 import pytest
-import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from rlhf_helpers.policy import check_tokenizer_matches, load_policy

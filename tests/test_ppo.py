@@ -124,7 +124,7 @@ def test_nan_reward_stops_with_the_step_and_keeps_the_checkpoint(tiny_lm, small_
 
 @pytest.mark.parametrize("overrides, message", [
     (dict(batch_size=8, mini_batch_size=3), "not divisible"),
-    (dict(init_kl_coef=-0.1), "must be >= 0"),
+    (dict(init_kl_coef=-0.1), "init_kl_coef must be a finite number >= 0"),
     (dict(response_max_tokens=45), "context"),
     (dict(response_min_tokens=7, response_max_tokens=6), "empty or reversed"),
 ])

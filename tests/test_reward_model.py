@@ -8,10 +8,8 @@ import json
 import math
 import warnings
 
-import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from datasets import Dataset
 from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
 

@@ -7,15 +7,34 @@ A checkpoint is a directory holding accelerate's state (model, optimiser, schedu
 Saving writes ``checkpoint.tmp``, moves the old ``checkpoint`` aside to ``checkpoint.old``, renames the new one
 into place, then deletes the old one. A run killed at any moment leaves a complete checkpoint under one of the
 three names, and `load_checkpoint` finds it.
+
+Loading checks every file first, so a torn or foreign file is named in one `CheckpointError` with the way out
+(``--no-resume`` or deleting the checkpoint), never a library traceback; nothing is deleted. The JSON state also
+holds the run's settings (`resume_settings`: the stage config minus its budget fields); a resume whose settings
+differ is refused with a `SettingsChangedError` listing each field, unless `allow_changed_settings` (then both
+are recorded in ``settings_changes``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+import struct
+import zipfile
 from pathlib import Path
 
 STATE_FILE = "trainer_state.json"
+BUDGET_FIELDS = ("max_steps", "max_minutes", "checkpoint_every", "eval_every", "log_every")
+"""Config fields a resumed run may change freely: how long to train and how often to save, evaluate and log."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded: the message names the file and the way out."""
+
+
+class SettingsChangedError(ValueError):
+    """A resume whose settings differ from the checkpoint's, not allowed by ``allow_changed_settings``."""
 
 
 def save_checkpoint(accelerator, checkpoint_dir: str | Path, state: dict) -> None:
@@ -49,15 +68,104 @@ def complete_checkpoint(checkpoint_dir: str | Path) -> Path | None:
     return None
 
 
-def load_checkpoint(accelerator, checkpoint_dir: str | Path) -> dict | None:
-    """Restore accelerate's state from the last complete checkpoint; return its JSON state (None: none)."""
+def load_checkpoint(accelerator, checkpoint_dir: str | Path, settings: dict | None = None,
+                    allow_changed_settings: bool = False) -> dict | None:
+    """Restore accelerate's state from the last complete checkpoint; return its JSON state (None: none).
+
+    `settings` (see `resume_settings`): compared with the checkpoint's before anything is loaded; a difference
+    raises `SettingsChangedError` unless `allow_changed_settings`, which records it in the state instead.
+    Raises `CheckpointError` (naming the file, and the way out) for a torn or foreign checkpoint.
+    """
     found = complete_checkpoint(checkpoint_dir)
     if found is None:
         return None
+    for path in sorted(found.iterdir()):
+        problem = _file_problem(path)
+        if problem is not None:
+            raise CheckpointError(_way_out(f"The checkpoint file {path} is damaged ({problem})", found))
+    state = json.loads((found / STATE_FILE).read_text())
+    if settings is not None:
+        _check_settings(accelerator, state, settings, found, allow_changed_settings)
     try:
-        state = json.loads((found / STATE_FILE).read_text())
         accelerator.load_state(str(found))
-    except Exception as err:  # a torn or foreign file: say which, and the way out
-        raise RuntimeError(f"The checkpoint in {found} cannot be loaded ({type(err).__name__}: {err}). Delete it "
-                           "or start afresh with --no-resume (the finished model files beside it are kept).") from err
+    except Exception as err:  # a file we could not vet: still say where, and the way out
+        detail = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        raise CheckpointError(_way_out(f"The checkpoint in {found} cannot be loaded ({type(err).__name__}: "
+                                       f"{detail})", found)) from err
     return state
+
+
+def _way_out(what: str, found: Path) -> str:
+    return (f"{what}. Start afresh with --no-resume (the new run replaces the checkpoint), or delete {found}. "
+            f"Nothing was deleted: the finished model files in {found.parent} stay until a new run finishes.")
+
+
+def _file_problem(path: Path) -> str | None:
+    """What is wrong with one checkpoint file (None: it looks whole). Cheap: no tensor is read."""
+    if not path.is_file():
+        return None
+    if path.name == STATE_FILE:
+        try:
+            state = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            return f"not valid JSON, truncated? {type(err).__name__}: {err}"
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+            return "not a training state of this course: no step number"
+        return None
+    if path.suffix in (".bin", ".pkl", ".pt", ".pth"):  # torch.save writes a zip archive; a torn one has no end
+        return None if zipfile.is_zipfile(path) else "truncated, or not a file written by torch.save"
+    if path.suffix == ".safetensors":
+        return _safetensors_problem(path)
+    return None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """A safetensors file is an 8-byte header length, a JSON header, then exactly the tensors' bytes."""
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as handle:
+            (header_length,) = struct.unpack("<Q", handle.read(8))
+            if 8 + header_length > size:
+                raise ValueError("header longer than the file")
+            header = json.loads(handle.read(header_length))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (struct.error, ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        return f"not a safetensors file ({type(err).__name__}: {err})"
+    if 8 + header_length + end != size:
+        return f"truncated: {size} bytes, the header promises {8 + header_length + end}"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# The settings a resumed run must share with its checkpoint
+# ----------------------------------------------------------------------------------------------
+
+
+def resume_settings(config) -> dict:
+    """The stage config (a dataclass) as a JSON-ready dict, without the budget fields a resume may change."""
+    values = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    return {k: v for k, v in values.items() if k not in BUDGET_FIELDS}
+
+
+def _check_settings(accelerator, state: dict, settings: dict, found: Path, allow: bool) -> None:
+    """Refuse (or, when allowed, record) a resume whose settings differ from the checkpoint's."""
+    saved = state.get("settings")
+    if saved is None:  # a checkpoint written before settings were recorded: nothing to compare with
+        state["settings"] = settings
+        return
+    missing = "(absent)"
+    changed = {key: {"saved": saved.get(key, missing), "now": settings.get(key, missing)}
+               for key in sorted(set(saved) | set(settings))
+               if json.dumps(saved.get(key, missing)) != json.dumps(settings.get(key, missing))}  # NaN == NaN here
+    if not changed:
+        return
+    lines = "\n".join(f"  {key}: {v['saved']!r} (saved) vs {v['now']!r} (now)" for key, v in changed.items())
+    if not allow:
+        raise SettingsChangedError(
+            f"The checkpoint in {found} was written with other settings:\n{lines}\nResuming would mix two runs. "
+            "Run again with the saved settings, pass --allow-changed-settings (allow_changed_settings=True) to "
+            "resume anyway (both are recorded), or start afresh with --no-resume or another --output-dir.")
+    accelerator.print(f"Resuming from {found} with changed settings (recorded in the checkpoint and the run card):"
+                      f"\n{lines}")
+    state["settings"] = settings
+    state.setdefault("settings_changes", []).append({"step": state["step"], "changed": changed})

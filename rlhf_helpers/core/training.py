@@ -10,13 +10,17 @@ the same way for every stage:
 * a step budget and a wall-clock budget, a progress bar, a training-loss curve and a held-out curve;
 * resumable checkpoints (`rlhf_helpers.core.checkpoint`: accelerate's ``save_state`` + the loop's state, swapped
   in atomically). Batches are a pure function of (seed, step) (`batch_indices`), so a resumed run sees
-  exactly the batches it would have seen.
+  exactly the batches it would have seen;
+* faults: SIGINT / SIGTERM end the run at the end of the current step with a checkpoint (`core.signals`); a
+  lock file keeps a second run out of the output directory (`core.lock`); a finished run run again trains
+  nothing and says so; a resume with other settings than the checkpoint's is refused unless allowed.
 
 The caller saves the final model and the run card (they differ per stage).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -29,8 +33,10 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from ..config import SupervisedConfig
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, resume_settings, save_checkpoint
+from .lock import run_lock
 from .precision import resolve_mixed_precision
+from .signals import StopRequest, stop_on_signals
 
 LossFn = Callable[[torch.nn.Module, int, torch.device], "tuple[torch.Tensor, dict[str, float]]"]
 
@@ -71,6 +77,50 @@ def make_optimizer(model: torch.nn.Module, config: SupervisedConfig) -> torch.op
 
 
 # ----------------------------------------------------------------------------------------------
+# How a run ended early: messages shared by the loop, the stages and PPO
+# ----------------------------------------------------------------------------------------------
+
+_STAGE_PREFIX = {"SFTConfig": "sft", "RewardConfig": "reward", "PPOConfig": "ppo"}
+
+
+def flag(config, field_name: str) -> str:
+    """The command-line flag of a stage config's field: ``flag(SFTConfig(), "max_steps") == "--sft.max-steps"``."""
+    prefix = _STAGE_PREFIX.get(type(config).__name__)
+    return f"--{prefix + '.' if prefix else ''}{field_name.replace('_', '-')}"
+
+
+def finished_message(name: str, step: int, seconds: float, config, checkpoint_dir: Path) -> str | None:
+    """What to say when a resumed run has nothing left to train (its step or time budget is spent), else None."""
+    if step >= config.max_steps:
+        return (f"{name} already finished (step {step} of {config.max_steps}): the checkpoint in {checkpoint_dir} "
+                f"reached max_steps, nothing to train. Raise {flag(config, 'max_steps')} to train further, or pass "
+                "--no-resume to start afresh.")
+    if config.max_minutes is not None and seconds >= 60 * config.max_minutes:
+        return (f"{name} already finished: its time budget (max_minutes={config.max_minutes}) was spent at step "
+                f"{step} of {config.max_steps}, nothing to train. Raise {flag(config, 'max_minutes')} to train "
+                "further, or pass --no-resume to start afresh.")
+    return None
+
+
+def interrupted_message(name: str, signal_name: str, step: int, checkpoint_dir: Path) -> str:
+    return (f"{name} interrupted ({signal_name}) at step {step}: checkpoint saved in {checkpoint_dir}; run the same "
+            "command again to resume.")
+
+
+def finished_run_card(output_dir: str | Path, stage: str, step: int) -> dict | None:
+    """The run card ``run_card_<stage>.json`` in `output_dir` if it records a run that ended at `step`, else None.
+
+    A finished run run again uses it to tell whether the final files on disk are those of its checkpoint (then
+    they are not written again: the reward stage's saved model is normalised, its checkpoint is not).
+    """
+    try:
+        card = json.loads((Path(output_dir) / f"run_card_{stage}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return card if isinstance(card, dict) and card.get("metrics", {}).get("steps") == step else None
+
+
+# ----------------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------------
 
@@ -81,19 +131,44 @@ class LoopResult:
 
     model: torch.nn.Module
     state: dict
-    """``step``, ``train_seconds``, ``history`` (held-out rows), ``train_log`` (training-loss rows)."""
+    """``step``, ``train_seconds``, ``history`` (held-out rows), ``train_log`` (training-loss rows), ``settings``
+    (and ``settings_changes`` when a resume was allowed to change them)."""
     accelerator: object
     mixed_precision: str
     interrupted: bool = False
-    """True when `stop_after` ended this call before the step budget (a checkpoint was written)."""
+    """True when `stop_after` or a SIGINT / SIGTERM ended this call before the step budget (a checkpoint was written)."""
     already_finished: bool = False
-    """True when the checkpoint had already reached `max_steps`: nothing was trained in this call."""
+    """True when the checkpoint had already spent its step (or time) budget: nothing was trained in this call."""
+    signal: str | None = None
+    """"SIGINT" or "SIGTERM" when a signal ended this call."""
+    message: str | None = None
+    """What was printed about an early end (interrupted by a signal, or already finished)."""
     extra: dict = field(default_factory=dict)
+
+    def interrupted_summary(self) -> dict:
+        """The dict a stage returns for an interrupted call: steps, interrupted, and signal + message if any."""
+        summary = {"steps": self.state["step"], "interrupted": True}
+        if self.signal is not None:
+            summary.update(signal=self.signal, message=self.message)
+        return summary
+
+
+@dataclass
+class _Run:
+    """What the steps need besides the result: the prepared objects and where to checkpoint."""
+
+    model: torch.nn.Module  # wrapped by accelerate
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    config: SupervisedConfig
+    checkpoint_dir: Path
+    name: str
 
 
 def train_loop(model: torch.nn.Module, config: SupervisedConfig, output_dir: str | Path, loss_fn: LossFn,
                evaluate: Callable[[torch.nn.Module], dict], *, name: str, resume: bool = True,
-               progress: bool = True, stop_after: int | None = None) -> LoopResult:
+               progress: bool = True, stop_after: int | None = None,
+               allow_changed_settings: bool = False) -> LoopResult:
     """Train `model` with `loss_fn` until `max_steps` or `max_minutes`; checkpoint into ``output_dir/checkpoint``.
 
     Args:
@@ -104,80 +179,124 @@ def train_loop(model: torch.nn.Module, config: SupervisedConfig, output_dir: str
         name: what the progress bar and the messages call this stage.
         stop_after: leave after this many steps *in this call* (checkpointed), as if the run were killed there;
             a later call with the same `output_dir` resumes (used to test and demonstrate resuming).
+        allow_changed_settings: resume even if the config differs from the checkpoint's (outside `BUDGET_FIELDS`);
+            both are recorded. Otherwise such a resume raises `SettingsChangedError`.
+
+    Holds ``output_dir/.lock`` throughout (`RunLockedError` if another run holds it). SIGINT / SIGTERM end the
+    call after the current step with a checkpoint (``result.interrupted``, ``result.signal``).
     """
-    checkpoint_dir = Path(output_dir) / "checkpoint"
+    with run_lock(output_dir):
+        result, run = _prepare(model, config, Path(output_dir) / "checkpoint", name)
+        _restore(result, run, resume, allow_changed_settings)
+        state = result.state
+        result.message = finished_message(name, state["step"], state["train_seconds"], config, run.checkpoint_dir)
+        if result.message is not None:
+            result.already_finished = True
+            result.accelerator.print(result.message)
+            return result
+        if not state["history"]:
+            state["history"].append(_held_out(result.model, result.accelerator, evaluate, 0, 0.0))
+        with stop_on_signals() as stop:
+            _run_steps(result, run, loss_fn, evaluate, progress, stop_after, stop)
+    return result
+
+
+def _prepare(model, config: SupervisedConfig, checkpoint_dir: Path, name: str) -> tuple[LoopResult, _Run]:
+    """Accelerator, seeds, AdamW and its schedule, all prepared; a fresh state."""
     mixed_precision = resolve_mixed_precision(config.mixed_precision)
     accelerator = Accelerator(mixed_precision=mixed_precision)
     set_seed(config.seed)
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, config))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    unwrapped = accelerator.unwrap_model(model)
-    result = LoopResult(unwrapped, {"step": 0, "train_seconds": 0.0, "history": [], "train_log": []},
-                        accelerator, mixed_precision)
+    state = {"step": 0, "train_seconds": 0.0, "history": [], "train_log": [], "settings": resume_settings(config)}
+    result = LoopResult(accelerator.unwrap_model(model), state, accelerator, mixed_precision)
+    return result, _Run(model, optimizer, scheduler, config, checkpoint_dir, name)
 
-    saved = load_checkpoint(accelerator, checkpoint_dir) if resume else None
+
+def _restore(result: LoopResult, run: _Run, resume: bool, allow_changed_settings: bool) -> None:
+    """Load the last checkpoint into the prepared objects and the result's state (if resuming and there is one)."""
+    if not resume:
+        return
+    saved = load_checkpoint(result.accelerator, run.checkpoint_dir, settings=result.state["settings"],
+                            allow_changed_settings=allow_changed_settings)
     if saved is not None:
         result.state = saved
-        accelerator.print(f"Resuming {name} from step {saved['step']} ({checkpoint_dir})")
-    state = result.state
-    if state["step"] >= config.max_steps:
-        accelerator.print(f"{name}: the checkpoint in {checkpoint_dir} already reached max_steps={config.max_steps}; "
-                          "nothing to train (raise --max-steps to train further, or pass --no-resume to start afresh).")
-        result.already_finished = True
-        return result
-    if not state["history"]:
-        state["history"].append(_held_out(unwrapped, accelerator, evaluate, 0, 0.0))
+        result.accelerator.print(f"Resuming {run.name} from step {saved['step']} ({run.checkpoint_dir})")
 
+
+def _run_steps(result: LoopResult, run: _Run, loss_fn: LossFn, evaluate, progress: bool, stop_after: int | None,
+               stop: StopRequest) -> None:
+    """The steps, from the state's step to the budget (or an early stop); checkpoints as configured and at the end."""
+    config, accelerator, state = run.config, result.accelerator, result.state
     started, seconds_before, first_step = time.perf_counter(), state["train_seconds"], state["step"]
     window: list[dict] = []  # logs of the steps since the last training-curve entry
-    bar = tqdm(total=config.max_steps, initial=state["step"], desc=name,
+    bar = tqdm(total=config.max_steps, initial=state["step"], desc=run.name,
                disable=not progress or not accelerator.is_main_process)
-    model.train()
+    run.model.train()
+    reason = None
     while state["step"] < config.max_steps:
-        loss, logs = _optimizer_step(model, optimizer, scheduler, accelerator, loss_fn, config, state["step"], name,
-                                     checkpoint_dir)
+        loss, logs = _optimizer_step(run, accelerator, loss_fn, state["step"])
         state["step"] += 1
         state["train_seconds"] = seconds_before + time.perf_counter() - started
         window.append({"loss": loss, **logs})
         bar.update(1)
-        out_of_time = config.max_minutes is not None and state["train_seconds"] >= 60 * config.max_minutes
-        result.interrupted = stop_after is not None and state["step"] - first_step >= stop_after
-        last = state["step"] == config.max_steps or out_of_time or result.interrupted
+        reason = _stop_reason(state, config, state["step"] - first_step, stop_after, stop, accelerator)
+        last = state["step"] == config.max_steps or reason is not None
         if state["step"] % config.log_every == 0 or last:
-            means = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
-            state["train_log"].append({"step": state["step"], **means, "lr": scheduler.get_last_lr()[0],
-                                       "seconds": round(state["train_seconds"], 2)})
-            bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()})
+            _log_window(state, window, run.scheduler, bar)
             window = []
         if state["step"] % config.eval_every == 0 or last:
-            row = _held_out(unwrapped, accelerator, evaluate, state["step"], state["train_seconds"])
+            row = _held_out(result.model, accelerator, evaluate, state["step"], state["train_seconds"])
             state["history"].append(row)
             bar.write(f"step {state['step']}: " + ", ".join(
                 f"{k} {v:.4g}" for k, v in row.items() if k not in ("step", "seconds")))
         if state["step"] % config.checkpoint_every == 0 or last:
-            save_checkpoint(accelerator, checkpoint_dir, state)
-        if out_of_time or result.interrupted:
+            save_checkpoint(accelerator, run.checkpoint_dir, state)
+        if reason is not None:
             break
     bar.close()
-    result.interrupted = result.interrupted and state["step"] < config.max_steps
-    return result
+    if reason in ("stop_after", "signal") and state["step"] < config.max_steps:
+        result.interrupted = True
+        if reason == "signal":
+            result.signal = stop.signal or "signal"  # None: another process received it
+            result.message = interrupted_message(run.name, result.signal, state["step"], run.checkpoint_dir)
+            accelerator.print(result.message)
 
 
-def _optimizer_step(model, optimizer, scheduler, accelerator, loss_fn: LossFn, config: SupervisedConfig,
-                    step: int, name: str, checkpoint_dir: Path) -> tuple[float, dict]:
+def _stop_reason(state: dict, config: SupervisedConfig, steps_here: int, stop_after: int | None, stop: StopRequest,
+                 accelerator) -> str | None:
+    """Why the loop stops after this step: "signal", "stop_after", "time", or None (go on)."""
+    if stop.requested(accelerator):  # first: on several processes it is a collective call, made every step
+        return "signal"
+    if stop_after is not None and steps_here >= stop_after:
+        return "stop_after"
+    if config.max_minutes is not None and state["train_seconds"] >= 60 * config.max_minutes:
+        return "time"
+    return None
+
+
+def _log_window(state: dict, window: list[dict], scheduler, bar) -> None:
+    """One entry of the training curve: the mean of each log over the steps since the last entry."""
+    means = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
+    state["train_log"].append({"step": state["step"], **means, "lr": scheduler.get_last_lr()[0],
+                               "seconds": round(state["train_seconds"], 2)})
+    bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()})
+
+
+def _optimizer_step(run: _Run, accelerator, loss_fn: LossFn, step: int) -> tuple[float, dict]:
     """One step: loss under autocast, backward, gradient clipping, optimiser and schedule. Returns the loss."""
     with accelerator.autocast():
-        loss, logs = loss_fn(model, step, accelerator.device)
+        loss, logs = loss_fn(run.model, step, accelerator.device)
     if not torch.isfinite(loss):
-        raise FloatingPointError(f"{name} loss is {loss.item()} at step {step}; the last good checkpoint is in "
-                                 f"{checkpoint_dir} (lower the learning rate, then run the same command again).")
+        raise FloatingPointError(f"{run.name} loss is {loss.item()} at step {step}; the last good checkpoint is in "
+                                 f"{run.checkpoint_dir} (lower the learning rate, then run the same command again).")
     accelerator.backward(loss)
-    if config.max_grad_norm:
-        accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
+    if run.config.max_grad_norm:
+        accelerator.clip_grad_norm_(run.model.parameters(), run.config.max_grad_norm)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
     return loss.item(), logs
 
 

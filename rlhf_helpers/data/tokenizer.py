@@ -15,12 +15,14 @@ Special tokens of the trained tokenizer:
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Iterable
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from ..core.assets import shipped_tokenizer_dir
+from ..core.assets import ASSETS_DIR, shipped_tokenizer_dir
 from .imdb import clean_review, load_imdb_splits
 
 EOS_TOKEN = "<|endoftext|>"
@@ -65,20 +67,120 @@ def wrap_tokenizer(core) -> PreTrainedTokenizerFast:
     )
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json")
+
+
 def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     """Load a tokenizer from a directory or hub id; give it a pad token if it has none (GPT-2).
 
     Hub GPT-2 has no pad token; we then pad with EOS, and rely on attention masks (never on token
-    ids) to tell padding from a real EOS.
+    ids) to tell padding from a real EOS. A corrupt file in a directory raises ValueError naming the file
+    and how to get a good one (`restore_hint`).
     """
     path = Path(name_or_path)
-    if path.exists() and not (path / "tokenizer.json").exists() and not (path / "vocab.json").exists():
-        raise FileNotFoundError(f"No tokenizer files in {path} (expected tokenizer.json). Re-run "
-                                "`python -m rlhf_helpers tokenizer` or check the path.")
-    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+    if path.exists():
+        if not path.is_dir():
+            raise NotADirectoryError(f"{path} is a file; a tokenizer is a directory holding tokenizer.json "
+                                     "(e.g. an sft_policy directory).")
+        if not (path / "tokenizer.json").exists() and not (path / "vocab.json").exists():
+            raise FileNotFoundError(f"No tokenizer files in {path} (expected tokenizer.json). Re-run "
+                                    "`python -m rlhf_helpers tokenizer` or check the path.")
+        kind = "reward" if (path / "reward_config.json").exists() else "policy" if (path / "config.json").exists() else "tokenizer"
+        for name in TOKENIZER_FILES:
+            read_json_file(path / name, "tokenizer file", missing_ok=True, kind=kind)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+        except Exception as err:
+            raise ValueError(f"The tokenizer files in {path} could not be read ({type(err).__name__}: {err}); "
+                             f"they are corrupt or incomplete. {restore_hint(path, kind)}.") from err
+    else:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+        except OSError as err:
+            raise OSError(f"Could not load the tokenizer {str(name_or_path)!r}: it is not a directory here, and the "
+                          f"Hugging Face hub did not provide it ({err}). Check the path; offline, use the tiny "
+                          "profile (`--profile tiny`), whose tokenizer ships with the package.") from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+# ----------------------------------------------------------------------------------------------
+# Tokenizer identity, and what to do about a broken file
+# ----------------------------------------------------------------------------------------------
+
+# The fingerprint of the tokenizer shipped in rlhf_helpers/assets/<profile>/: the shipped models were saved
+# before fingerprints were recorded, so their loaders compare against this instead.
+SHIPPED_TOKENIZER_FINGERPRINTS = {"tiny": "bb91b2a94feffcab"}
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """16 hex digits identifying a tokenizer: sha256 of its vocabulary (token -> id) and special-token ids.
+
+    Two tokenizers with the same fingerprint turn every text into the same ids. Models record the fingerprint
+    of the tokenizer they were trained with (``tokenizer_fingerprint`` in ``config.json``; reward models also
+    in ``reward_config.json``), and the loaders refuse a tokenizer whose fingerprint differs, even one of the
+    same size, whose ids would silently mean other words.
+    """
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: (item[1], item[0]))
+    special = {name: getattr(tokenizer, f"{name}_token_id", None) for name in ("bos", "eos", "pad", "unk")}
+    payload = json.dumps({"vocab": vocab, "special": special}, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+def shipped_profile(directory: str | Path) -> str | None:
+    """The profile name if `directory` lies inside the package's shipped assets, else None."""
+    try:
+        relative = Path(directory).resolve().relative_to(ASSETS_DIR.resolve())
+    except (ValueError, OSError):
+        return None
+    return relative.parts[0] if relative.parts else None
+
+
+# Which stage wrote a directory, from the run card it leaves there.
+_STAGE_OF_RUN_CARD = {"run_card_sft.json": "sft", "run_card_reward.json": "reward", "run_card_ppo.json": "ppo",
+                      "run_card_tokenizer.json": "tokenizer", "run_card_reward_trl.json": "reward --trl"}
+_STAGE_OF_KIND = {"policy": "sft", "reward": "reward", "ppo": "ppo", "tokenizer": "tokenizer"}
+
+
+def restore_hint(directory: str | Path, kind: str = "policy") -> str:
+    """How to get a good copy of a file in `directory` (a sentence with a capital, no final period).
+
+    Shipped assets: reinstall or ``git checkout``; a directory a stage wrote (found from its run card, else from
+    `kind`: "policy", "reward" or "tokenizer"): re-run that stage.
+    """
+    directory = Path(directory)
+    if shipped_profile(directory) is not None:
+        return ("It ships with the package: restore it with `git checkout rlhf_helpers/assets` in the course "
+                "repository, or reinstall rlhf_helpers")
+    stage = next((s for name, s in _STAGE_OF_RUN_CARD.items() if (directory / name).exists()), None)
+    if stage is None and (directory / "value_head.safetensors").exists():
+        stage = "ppo"
+    stage = stage or _STAGE_OF_KIND.get(kind, "sft")
+    if stage == "tokenizer":
+        return ("Write it again with `python -m rlhf_helpers tokenizer` (it saves the profile's tokenizer under "
+                "<artifacts>/<profile>/tokenizer), or copy the tokenizer files from the policy it belongs to")
+    return (f"Write it again by re-running the stage that wrote {directory}: `python -m rlhf_helpers {stage}` "
+            f"(add `--no-resume` to retrain from scratch), with `--output-dir {directory}` if that was not its "
+            "default place")
+
+
+def read_json_file(file: str | Path, what: str = "file", missing_ok: bool = False, kind: str = "policy") -> dict | None:
+    """Parse a JSON file; a truncated or corrupt one raises ValueError naming it and the way out."""
+    file = Path(file)
+    if not file.exists():
+        if missing_ok:
+            return None
+        raise FileNotFoundError(f"{file} is missing. {restore_hint(file.parent, kind)}.")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"The {what} {file} is corrupt or truncated (not valid JSON: {err}). "
+                         f"{restore_hint(file.parent, kind)}.") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"The {what} {file} holds a JSON {type(data).__name__}, not an object: it is corrupt. "
+                         f"{restore_hint(file.parent, kind)}.")
+    return data
 
 
 def describe_tokenizer(tokenizer: PreTrainedTokenizerBase) -> dict:

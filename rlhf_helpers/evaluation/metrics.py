@@ -20,14 +20,36 @@ import math
 import numpy as np
 import torch
 
+from ..core.reward_fn import reward_scores
 from ..policy.generation import sample_responses
 from ..policy.logprobs import response_logprobs
+from ..policy.model import check_tokenizer_matches
 
 
 def distinct_n(texts: list[str], n: int) -> float:
     """Unique n-grams / all n-grams over `texts` (Li et al. 2016): 1.0 = no repetition at all."""
     grams = [tuple(words[i : i + n]) for words in (t.split() for t in texts) for i in range(len(words) - n + 1)]
     return len(set(grams)) / max(len(grams), 1)
+
+
+def check_evaluation_inputs(policy_lm, reference_lm, tokenizer, prompts, reward_fn=None, judges=None) -> None:
+    """The checks of `evaluate_policy` that need no sampling (also usable on their own, before a long run)."""
+    if isinstance(prompts, str) or not hasattr(prompts, "__len__"):
+        raise TypeError(f"prompts must be a list of prompts (token-id lists or strings); got a {type(prompts).__name__}.")
+    if len(prompts) == 0:
+        raise ValueError("evaluate_policy got no prompts (an empty list): pass at least one held-out prompt, e.g. "
+                         "build_dataset(tokenizer, config, split='eval')['input_ids'][:256]; with the command line, "
+                         "use --n-prompts >= 1.")
+    check_tokenizer_matches(policy_lm, tokenizer, where="(the policy being evaluated)")
+    check_tokenizer_matches(reference_lm, tokenizer, where="(the reference policy)")
+    if reward_fn is not None and not callable(reward_fn):
+        raise TypeError(f"reward_fn must be a function texts -> scores (e.g. scorer.score); got a {type(reward_fn).__name__}.")
+    scorer = getattr(reward_fn, "__self__", None)
+    if scorer is not None and callable(getattr(scorer, "check_same_tokenizer", None)):
+        scorer.check_same_tokenizer(tokenizer)
+    for name, judge in (judges or {}).items():
+        if not callable(judge):
+            raise TypeError(f"Judge {name!r} must be a function texts -> verdicts; got a {type(judge).__name__}.")
 
 
 @torch.no_grad()
@@ -39,7 +61,13 @@ def evaluate_policy(policy_lm, reference_lm, tokenizer, prompts, reward_fn=None,
     Responses are sampled as PPO samples them (`sample_responses`: full distribution, one length per response
     drawn from ``[min_tokens, max_tokens]``, not cut at EOS), with a fixed `seed` so every policy is judged on
     the same kind of draw.
+
+    Refused with ValueError / TypeError before any sampling: no prompts; a tokenizer that is not the policy's or
+    the reference's (`check_tokenizer_matches`, by fingerprint when the models record one) or, when `reward_fn` is
+    a `RewardScorer`'s method, not the reward model's; afterwards, a reward function or judge that does not return
+    one value per text.
     """
+    check_evaluation_inputs(policy_lm, reference_lm, tokenizer, prompts, reward_fn, judges)
     out = sample_responses(policy_lm, tokenizer, prompts, min_tokens, max_tokens, length_seed=seed, seed=seed,
                            temperature=temperature, batch_size=batch_size)
     q_ids, q_mask, r_ids, r_mask = out.query_ids, out.query_mask, out.response_ids, out.response_mask
@@ -65,12 +93,15 @@ def evaluate_policy(policy_lm, reference_lm, tokenizer, prompts, reward_fn=None,
     }
     samples = [{"query": q, "response": r, "kl": k} for q, r, k in zip(queries, responses, kl.tolist())]
     if reward_fn is not None:
-        scores = torch.as_tensor(reward_fn(texts), dtype=torch.float32).reshape(-1)
+        scores = reward_scores(reward_fn(texts), len(texts), where="in evaluate_policy")
         metrics["reward"] = scores.mean().item()
         for sample, score in zip(samples, scores.tolist()):
             sample["reward"] = score
     for name, judge in (judges or {}).items():
         verdicts = np.asarray(judge(texts))
+        if verdicts.shape != (len(texts),):
+            raise ValueError(f"Judge {name!r} must return one verdict per text; got shape {verdicts.shape} for "
+                             f"{len(texts)} texts.")
         metrics[f"positive_rate/{name}"] = float(verdicts.mean())
         for sample, verdict in zip(samples, verdicts.tolist()):
             sample[name] = bool(verdict)

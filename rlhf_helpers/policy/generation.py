@@ -29,6 +29,7 @@ V = vocabulary.
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence, Union
@@ -86,12 +87,15 @@ def check_sampling_settings(max_new_tokens, temperature: float, top_k: int, top_
     """Raise ValueError with a hint for settings that cannot sample anything sensible."""
     if not callable(max_new_tokens):
         check_max_new_tokens(max_new_tokens)
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}. For greedy decoding use top_k=1.")
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not (
+            math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be > 0 and finite, got {temperature!r}: the logits are divided by it "
+                         "(inf would sample uniform noise). Use 1.0 for the model's own distribution; for greedy "
+                         "decoding use top_k=1.")
     if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 0:
         raise ValueError(f"top_k must be an integer >= 0 (0 = off), got {top_k}.")
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1] (1.0 = off), got {top_p}.")
+    if isinstance(top_p, bool) or not isinstance(top_p, numbers.Real) or not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1] (1.0 = off), got {top_p!r}.")
 
 
 def check_max_new_tokens(value) -> int:
@@ -101,10 +105,23 @@ def check_max_new_tokens(value) -> int:
     return int(value)
 
 
-def encode_prompts(tokenizer, prompts: Sequence) -> list[list[int]]:
-    """Turn strings / id lists / 1-D tensors into lists of token ids; reject empty prompts.
+def _token_id(value, prompt: int, position: int) -> int:
+    """`value` as an int token id; ValueError for anything that is not a whole number (1.7, "a", None, True)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) \
+            and float(value).is_integer():
+        return int(value)  # 2.0 is token 2; 1.7 is no token at all
+    raise ValueError(f"prompt {prompt}, position {position}: token id {value!r} is not an integer. Token ids are "
+                     "whole numbers from the tokenizer (tokenizer(text)['input_ids']); pass strings to have them "
+                     "encoded, and never round ids.")
 
-    A 2-D tensor is read as a batch of unpadded rows of equal length.
+
+def encode_prompts(tokenizer, prompts: Sequence) -> list[list[int]]:
+    """Turn strings / id lists / 1-D tensors into lists of token ids; reject empty prompts and non-integer ids.
+
+    A 2-D tensor is read as a batch of unpadded rows of equal length. Float ids are accepted only when whole
+    (2.0 -> 2); 1.7 raises ValueError instead of being truncated.
     """
     if isinstance(prompts, str) or (isinstance(prompts, torch.Tensor) and prompts.dim() != 2):
         raise ValueError("prompts must be a list of prompts (strings, id lists or 1-D tensors); "
@@ -116,9 +133,12 @@ def encode_prompts(tokenizer, prompts: Sequence) -> list[list[int]]:
         elif isinstance(prompt, torch.Tensor):
             if prompt.dim() != 1:
                 raise ValueError(f"prompt {i} is a tensor of shape {tuple(prompt.shape)}; expected 1-D token ids.")
-            ids = prompt.tolist()
+            ids = [_token_id(t, i, j) for j, t in enumerate(prompt.tolist())]
+        elif isinstance(prompt, (bytes, dict)) or not hasattr(prompt, "__iter__"):
+            raise ValueError(f"prompt {i} is a {type(prompt).__name__}; a prompt is a string, a list of token ids or "
+                             "a 1-D tensor.")
         else:
-            ids = [int(t) for t in prompt]
+            ids = [_token_id(t, i, j) for j, t in enumerate(prompt)]
         if len(ids) == 0:
             raise ValueError(f"prompt {i} is empty ({prompt!r}): every prompt needs at least one token "
                              "(drop empty prompts, or start them with the EOS/BOS token).")
@@ -219,6 +239,34 @@ def _sample_batch(model, query_ids, query_mask, n_new, temperature, top_k, top_p
     return torch.stack(new_tokens, 1), torch.stack(new_masks, 1), torch.stack(new_logprobs, 1)
 
 
+def _check_rows_fit(model, rows: list[list[int]], n_new: int) -> None:
+    """ValueError unless every prompt plus `n_new` tokens fits the model's context and every id is in its vocabulary."""
+    longest = max(len(r) for r in rows)
+    limit = context_length(model)
+    if limit is not None and longest + n_new > limit:
+        raise ValueError(
+            f"The longest prompt ({longest} tokens) + max_new_tokens ({n_new}) = {longest + n_new} exceeds the "
+            f"model's context of {limit} tokens. Shorten the prompts or lower max_new_tokens."
+        )
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if vocab is not None:
+        bad = [t for r in rows for t in r if not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"Prompt token id {bad[0]} is outside the model's vocabulary [0, {vocab}): "
+                             "was the prompt encoded with another tokenizer?")
+
+
+def _decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor, eos_id: int | None) -> list[str]:
+    """The text of each ``[B, R]`` response: its unmasked tokens, without the final EOS (`eos_id`; None: keep all)."""
+    texts = []
+    for ids, mask in zip(response_ids.tolist(), response_mask.tolist()):
+        kept = [t for t, m in zip(ids, mask) if m]
+        if eos_id is not None and kept and kept[-1] == eos_id:
+            kept = kept[:-1]
+        texts.append(tokenizer.decode(kept))
+    return texts
+
+
 def generate(
     model: torch.nn.Module,
     tokenizer,
@@ -273,19 +321,7 @@ def generate(
         raise ValueError("The tokenizer has neither a pad nor an EOS token id; set tokenizer.pad_token.")
 
     rows = encode_prompts(tokenizer, prompts)
-    longest = max(len(r) for r in rows)
-    limit = context_length(model)
-    if limit is not None and longest + n_new > limit:
-        raise ValueError(
-            f"The longest prompt ({longest} tokens) + max_new_tokens ({n_new}) = {longest + n_new} exceeds the "
-            f"model's context of {limit} tokens. Shorten the prompts or lower max_new_tokens."
-        )
-    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
-    if vocab is not None:
-        bad = [t for r in rows for t in r if not 0 <= t < vocab]
-        if bad:
-            raise ValueError(f"Prompt token id {bad[0]} is outside the model's vocabulary [0, {vocab}): "
-                             "was the prompt encoded with another tokenizer?")
+    _check_rows_fit(model, rows, n_new)
 
     device = next(model.parameters()).device
     if seed is not None:
@@ -319,13 +355,7 @@ def generate(
     response_ids = torch.cat([right_pad(c[0], pad_id) for c in chunks])
     response_mask = torch.cat([right_pad(c[1], 0) for c in chunks])
     logprobs = torch.cat([right_pad(c[2], 0.0) for c in chunks]) if return_logprobs else None
-
-    texts = []
-    for ids, mask in zip(response_ids.tolist(), response_mask.tolist()):
-        kept = [t for t, m in zip(ids, mask) if m]
-        if stop_at_eos and kept and kept[-1] == eos_id:
-            kept = kept[:-1]
-        texts.append(tokenizer.decode(kept))
+    texts = _decode_responses(tokenizer, response_ids, response_mask, eos_id)
     prompt_texts = [tokenizer.decode(r) for r in rows]
     return GenerationOutput(query_ids, query_mask, response_ids, response_mask, texts, prompt_texts, n_new, logprobs)
 

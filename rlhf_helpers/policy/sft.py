@@ -21,7 +21,8 @@ import torch
 from ..config import SFTConfig
 from ..core.precision import autocast
 from ..core.run_card import write_run_card
-from ..core.training import batch_indices, train_loop
+from ..core.lock import run_lock
+from ..core.training import batch_indices, finished_run_card, train_loop
 from ..data.imdb import clean_review
 
 
@@ -76,13 +77,16 @@ def evaluate_perplexity(model, blocks: torch.Tensor, batch_size: int = 16, autoc
 
 def train_sft(model, tokenizer, train_blocks: torch.Tensor, eval_blocks: torch.Tensor, config: SFTConfig,
               output_dir: str | Path, resume: bool = True, progress: bool = True, run_config: dict | None = None,
-              stop_after: int | None = None) -> dict:
+              stop_after: int | None = None, allow_changed_settings: bool = False) -> dict:
     """Train `model` on packed ``[n, block_size]`` `train_blocks`; save the final model + tokenizer in `output_dir`.
 
     Checkpoints go to ``output_dir/checkpoint`` (kept, so a finished run can be extended). Returns a dict of
     metrics with ``history`` (held-out perplexity by step) and ``losses`` (the training loss of every step).
     `stop_after`: leave after this many steps *in this call* (checkpointed), as if the run were killed
     there: a later call with the same `output_dir` resumes (used to test and demonstrate resuming).
+    SIGINT / SIGTERM stop after the current step the same way (``{"interrupted": True, "signal": "SIGINT", ...}``).
+    A finished run run again trains nothing and returns its metrics (``already_finished``, ``message``).
+    `allow_changed_settings`: resume even if `config` differs from the checkpoint's (see `train_loop`).
     """
 
     def loss_fn(model, step, device):
@@ -93,11 +97,24 @@ def train_sft(model, tokenizer, train_blocks: torch.Tensor, eval_blocks: torch.T
     def evaluate(model):
         return {"eval_ppl": evaluate_perplexity(model, eval_blocks)}
 
-    result = train_loop(model, config, output_dir, loss_fn, evaluate, name="SFT", resume=resume,
-                        progress=progress, stop_after=stop_after)
+    with run_lock(output_dir):  # held until the final files are written, not only while training
+        result = train_loop(model, config, output_dir, loss_fn, evaluate, name="SFT", resume=resume,
+                            progress=progress, stop_after=stop_after, allow_changed_settings=allow_changed_settings)
+        if result.interrupted:
+            return result.interrupted_summary()
+        metrics = _sft_metrics(result, config)
+        up_to_date = result.already_finished and finished_run_card(output_dir, "sft", metrics["steps"]) is not None \
+            and (Path(output_dir) / "config.json").exists()
+        if result.accelerator.is_main_process and not up_to_date:  # a finished run run again: its files stay
+            result.model.save_pretrained(str(output_dir), safe_serialization=True)
+            tokenizer.save_pretrained(str(output_dir))
+            write_run_card(output_dir, "sft", {**(run_config or {}), "sft": asdict(config)}, metrics=metrics,
+                           timings={"train": metrics["train_seconds"]})
+    return metrics
+
+
+def _sft_metrics(result, config: SFTConfig) -> dict:
     state = result.state
-    if result.interrupted:
-        return {"steps": state["step"], "interrupted": True}
     tokens = state["step"] * config.batch_size * config.block_size
     metrics = {
         "steps": state["step"],
@@ -112,9 +129,8 @@ def train_sft(model, tokenizer, train_blocks: torch.Tensor, eval_blocks: torch.T
         "history": state["history"],
         "losses": [round(row["loss"], 4) for row in state["train_log"]],
     }
-    if result.accelerator.is_main_process:
-        result.model.save_pretrained(str(output_dir), safe_serialization=True)
-        tokenizer.save_pretrained(str(output_dir))
-        write_run_card(output_dir, "sft", {**(run_config or {}), "sft": asdict(config)}, metrics=metrics,
-                       timings={"train": metrics["train_seconds"]})
+    if result.message:
+        metrics["message"] = result.message
+    if state.get("settings_changes"):
+        metrics["settings_changes"] = state["settings_changes"]
     return metrics

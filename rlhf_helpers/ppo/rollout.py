@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..config import PPOConfig
+from ..core.reward_fn import reward_scores
 from ..core.run_card import Timer
 from ..policy.generation import sample_responses
 from ..policy.logprobs import response_logprobs
@@ -81,8 +82,8 @@ def collect_rollout(policy, reference, tokenizer, reward_fn, prompts, kl_coef: f
         response_ids, response_mask = out.response_ids.to(device), out.response_mask.to(device)
         responses = out.texts
     with timer("score"):
-        raw = reward_fn([q + r for q, r in zip(out.prompts, responses)])
-        raw = torch.as_tensor(raw, dtype=torch.float32, device=device).reshape(-1)
+        texts = [q + r for q, r in zip(out.prompts, responses)]
+        raw = reward_scores(reward_fn(texts), len(texts), where=f"at step {step}").to(device)
         if not torch.isfinite(raw).all():
             raise FloatingPointError(f"The reward function returned non-finite scores at step {step}.")
         scores = raw.clone()

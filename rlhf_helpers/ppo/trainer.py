@@ -44,9 +44,12 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from ..config import PPOConfig
-from ..core.checkpoint import load_checkpoint, save_checkpoint
+from ..core.checkpoint import CheckpointError, load_checkpoint, resume_settings, save_checkpoint
+from ..core.lock import run_lock
 from ..core.precision import resolve_mixed_precision
 from ..core.run_card import Timer, write_run_card
+from ..core.signals import StopRequest, stop_on_signals
+from ..core.training import finished_message, finished_run_card, interrupted_message
 from .advantages import masked_mean, masked_whiten
 from .kl import AdaptiveKLController, FixedKLController
 from .losses import clipped_policy_loss, clipped_value_loss, entropy_from_logits
@@ -105,6 +108,12 @@ def ppo_update(policy, optimizer, accelerator, rollout: Rollout, config: PPOConf
 class PPOTrainer:
     """Runs PPO steps on `accelerate`; checkpoints every `checkpoint_every` steps and resumes.
 
+    Faults (as in `rlhf_helpers.core.training.train_loop`): `train` holds ``output_dir/.lock`` (a second run into
+    the directory raises `RunLockedError` before writing anything); SIGINT / SIGTERM end `train` after the current
+    step with a checkpoint (``interrupted``, ``signal``, ``message``); a run whose checkpoint already spent its
+    budget trains nothing (``already_finished``); `maybe_resume` refuses a checkpoint written with other settings
+    unless ``allow_changed_settings``.
+
     Args:
         policy: `PolicyWithValueHead` (trained).
         reference: frozen `GPT2LMHeadModel` (the SFT policy), never updated.
@@ -139,8 +148,11 @@ class PPOTrainer:
             self.kl_controller = AdaptiveKLController(config.init_kl_coef, config.kl_target, config.kl_horizon)
         else:
             self.kl_controller = FixedKLController(config.init_kl_coef)
-        self.state = {"step": 0, "seconds": 0.0, "history": []}
+        self.state = {"step": 0, "seconds": 0.0, "history": [], "settings": resume_settings(config)}
         self.timer = Timer()
+        self.interrupted, self.already_finished = False, False
+        self.signal: str | None = None  # "SIGINT" / "SIGTERM" when a signal ended the last `train`
+        self.message: str | None = None  # what was printed about an early end of the last `train`
 
     # -- checkpoints ------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -148,11 +160,21 @@ class PPOTrainer:
         save_checkpoint(self.accelerator, self.checkpoint_dir,
                         {**self.state, "kl_controller": self.kl_controller.state_dict()})
 
-    def maybe_resume(self) -> bool:
-        """Load the last checkpoint in `output_dir` if there is one. Returns whether it resumed."""
-        saved = load_checkpoint(self.accelerator, self.checkpoint_dir)
+    def maybe_resume(self, allow_changed_settings: bool = False) -> bool:
+        """Load the last checkpoint in `output_dir` if there is one. Returns whether it resumed.
+
+        Raises `SettingsChangedError` if the checkpoint's settings (the config minus its budget fields) differ from
+        this trainer's, unless `allow_changed_settings` (then both are recorded); `CheckpointError` if it is torn;
+        `RunLockedError` if another run is writing to `output_dir`.
+        """
+        with run_lock(self.output_dir):
+            saved = load_checkpoint(self.accelerator, self.checkpoint_dir, settings=self.state["settings"],
+                                    allow_changed_settings=allow_changed_settings)
         if saved is None:
             return False
+        if not isinstance(saved.get("kl_controller"), dict):
+            raise CheckpointError(f"The checkpoint in {self.checkpoint_dir} is not a PPO checkpoint (no KL controller "
+                                  "state). Start afresh with --no-resume, or choose another --output-dir.")
         self.kl_controller.load_state_dict(saved.pop("kl_controller"))
         self.state = saved
         return True
@@ -189,14 +211,30 @@ class PPOTrainer:
     def train(self, progress: bool = True, callback: Callable[[dict], None] | None = None,
               stop_after: int | None = None) -> list[dict]:
         """Run steps until `steps` or `max_minutes`; `stop_after` = at most this many steps in this call
-        (to demonstrate an interruption). Checkpoints every `checkpoint_every` steps and at the end."""
+        (to demonstrate an interruption). Checkpoints every `checkpoint_every` steps and at the end.
+
+        SIGINT / SIGTERM: stop after the current step, checkpoint, set ``interrupted`` and ``signal``. A checkpoint
+        that already spent the budget: trains nothing, sets ``already_finished``. Returns the history."""
+        self.interrupted, self.already_finished, self.signal = False, False, None
+        self.message = finished_message("PPO", self.state["step"], self.state["seconds"], self.config,
+                                        self.checkpoint_dir)
+        if self.message is not None:
+            self.already_finished = True
+            self.accelerator.print(self.message)
+            return self.state["history"]
+        with run_lock(self.output_dir), stop_on_signals() as stop:
+            self._run_steps(progress, callback, stop_after, stop)
+        return self.state["history"]
+
+    def _run_steps(self, progress: bool, callback, stop_after: int | None, stop: StopRequest) -> None:
         config = self.config
         bar = tqdm(total=config.max_steps, initial=self.state["step"], desc="PPO", disable=not progress)
-        done_here = 0
+        done_here, reason = 0, None
         while self.state["step"] < config.max_steps:
             if config.max_minutes is not None and self.state["seconds"] >= 60 * config.max_minutes:
                 break
             if stop_after is not None and done_here >= stop_after:
+                reason = "stop_after"
                 break
             stats = self.step()
             done_here += 1
@@ -204,21 +242,42 @@ class PPOTrainer:
             bar.set_postfix(score=f"{stats['score']:.2f}", kl=f"{stats['kl']:.2f}", beta=f"{stats['kl_coef']:.3f}")
             if callback is not None:
                 callback(stats)
+            if stop.requested(self.accelerator):  # once per step on every process (a collective call on several)
+                reason = "signal"
+                break
             if self.state["step"] % config.checkpoint_every == 0:
                 self.save_checkpoint()
         bar.close()
-        self.save_checkpoint()
-        return self.state["history"]
+        if done_here and (self.state["step"] % config.checkpoint_every or reason == "signal"):
+            self.save_checkpoint()  # the end (unless this step's checkpoint was just written)
+        if reason is not None and self.state["step"] < config.max_steps:
+            self.interrupted = True
+            if reason == "signal":
+                self.signal = stop.signal or "signal"  # None: another process received it
+                self.message = interrupted_message("PPO", self.signal, self.state["step"], self.checkpoint_dir)
+                self.accelerator.print(self.message)
 
     def save(self, directory: str | Path | None = None, metrics: dict | None = None) -> Path:
-        """Save the trained policy (LM + value head + tokenizer) and a run card."""
+        """Save the trained policy (LM + value head + tokenizer) and a run card.
+
+        After a `train` that found the run already finished, the files this run saved before are kept (its phase
+        timings are not in the checkpoint, so a new run card would lose them)."""
         directory = Path(directory or self.output_dir)
-        if self.accelerator.is_main_process:
-            policy = self.accelerator.unwrap_model(self.policy)
-            policy.save_pretrained(directory)
-            self.tokenizer.save_pretrained(str(directory))
-            history = [{k: v for k, v in h.items() if k != "samples"} for h in self.state["history"]]
-            write_run_card(directory, "ppo", {**self.run_config, "ppo": asdict(self.config)},
-                           metrics={**(metrics or {}), "steps": self.state["step"], "history": history},
-                           timings={"train": round(self.state["seconds"], 1), **{k: round(v, 1) for k, v in self.timer.totals.items()}})
+        if self.already_finished and finished_run_card(directory, "ppo", self.state["step"]) is not None \
+                and (directory / "config.json").exists():
+            return directory
+        with run_lock(directory):
+            if self.accelerator.is_main_process:
+                self._write(directory, metrics)
         return directory
+
+    def _write(self, directory: Path, metrics: dict | None) -> None:
+        policy = self.accelerator.unwrap_model(self.policy)
+        policy.save_pretrained(directory)
+        self.tokenizer.save_pretrained(str(directory))
+        history = [{k: v for k, v in h.items() if k != "samples"} for h in self.state["history"]]
+        changes = {"settings_changes": self.state["settings_changes"]} if self.state.get("settings_changes") else {}
+        write_run_card(directory, "ppo", {**self.run_config, "ppo": asdict(self.config)},
+                       metrics={**(metrics or {}), "steps": self.state["step"], "history": history, **changes},
+                       timings={"train": round(self.state["seconds"], 1),
+                                **{k: round(v, 1) for k, v in self.timer.totals.items()}})

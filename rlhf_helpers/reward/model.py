@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import warnings
 from pathlib import Path
 
@@ -44,8 +45,10 @@ from ..core.assets import shipped_reward_model_dir
 from ..core.precision import autocast
 from ..core.tensors import last_token_index, position_ids_from_mask, right_pad
 from ..data.preferences import truncate
-from ..data.tokenizer import load_tokenizer
-from ..policy.model import check_tokenizer_matches
+from ..data.tokenizer import load_tokenizer, read_json_file, restore_hint, tokenizer_fingerprint
+from ..policy.model import (
+    check_tokenizer_matches, expected_tokenizer_fingerprint, refuse_other_kind, safetensors_keys, source_of,
+)
 
 WEIGHTS_NAME = "model.safetensors"
 REWARD_CONFIG_NAME = "reward_config.json"
@@ -183,13 +186,21 @@ def evaluate_pairs(model: RewardModel, pairs, pad_id: int, batch_size: int = 64,
 
 def save_reward_model(model: RewardModel, tokenizer, directory: str | Path, extra: dict | None = None) -> Path:
     """Write weights + normalisation (``model.safetensors``), GPT-2 ``config.json``, ``reward_config.json``
-    (human-readable copy of the normalisation and settings) and the tokenizer files to `directory`."""
+    (human-readable copy of the normalisation and settings) and the tokenizer files to `directory`.
+
+    The tokenizer's fingerprint goes into both configs (``tokenizer_fingerprint``); a tokenizer that is not the
+    one the model's config records is refused.
+    """
     directory = Path(directory)
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    check_tokenizer_matches(model, tokenizer, where="(saving the reward model)")
+    model.config.tokenizer_fingerprint = fingerprint
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
     model.config.save_pretrained(str(directory))
     info = {**(extra or {}), "reward_mean": model.reward_mean.item(), "reward_std": model.reward_std.item(),
+            "tokenizer_fingerprint": fingerprint,
             "architecture": "GPT2Model + Linear(n_embd, 1, bias=False) on the last real token"}
     (directory / REWARD_CONFIG_NAME).write_text(json.dumps(info, indent=2) + "\n")
     tokenizer.save_pretrained(str(directory))
@@ -206,25 +217,53 @@ def _resolve_reward_dir(profile_or_path) -> Path:
 
 
 def load_reward_model_weights(profile_or_path="tiny", device="cpu") -> tuple[RewardModel, object, dict]:
-    """``(RewardModel in eval mode, tokenizer, reward_config dict)`` from a directory or profile name."""
+    """``(RewardModel in eval mode, tokenizer, reward_config dict)`` from a directory or profile name.
+
+    Raises FileNotFoundError (no or an incomplete directory), ValueError (a policy's directory, a corrupt JSON
+    file, a tokenizer that is not the model's) or RuntimeError (corrupt weights), each naming the file and the
+    way out. Models saved before fingerprints were recorded are checked by vocabulary size and EOS id (the
+    shipped one against the shipped tokenizer's fingerprint).
+    """
 
     path = _resolve_reward_dir(profile_or_path)
+    if path.is_file():
+        raise NotADirectoryError(f"{path} is a file; a reward model is a directory written by "
+                                 "`python -m rlhf_helpers reward` (config.json, model.safetensors, reward_config.json, "
+                                 "tokenizer.json).")
     if not path.is_dir():
         raise FileNotFoundError(f"No reward model at {path}. Train one with `python -m rlhf_helpers reward` "
                                 "(or pass a directory written by `save_reward_model`).")
     for needed in ("config.json", WEIGHTS_NAME, "tokenizer.json"):
         if not (path / needed).is_file():
-            raise FileNotFoundError(f"Reward model {path} is incomplete: {needed} is missing.")
-    config = GPT2Config.from_pretrained(str(path))
+            raise FileNotFoundError(f"Reward model {path} is incomplete: {needed} is missing. "
+                                    f"{restore_hint(path, 'reward')}.")
+    read_json_file(path / "config.json", "model config", kind="reward")
+    info = read_json_file(path / REWARD_CONFIG_NAME, "reward config", missing_ok=True, kind="reward") or {}
+    keys = safetensors_keys(path / WEIGHTS_NAME, "reward")
+    refuse_other_kind(path, "reward", keys)
+    try:
+        config = GPT2Config.from_pretrained(str(path))
+    except Exception as err:
+        raise ValueError(f"{path / 'config.json'} could not be read as a GPT-2 config ({type(err).__name__}: {err}). "
+                         f"{restore_hint(path, 'reward')}.") from err
+    tokenizer = load_tokenizer(path)
     model = RewardModel(config)
     try:
-        model.load_state_dict(load_file(str(path / WEIGHTS_NAME)), strict=True)
+        state = load_file(str(path / WEIGHTS_NAME))
     except Exception as err:
-        raise RuntimeError(f"Reward model weights in {path} could not be read ({type(err).__name__}: {err}); "
-                           "they may be corrupt or from another architecture: re-run `python -m rlhf_helpers reward`.") from err
-    tokenizer = load_tokenizer(path)
-    check_tokenizer_matches(model, tokenizer, where=f"(reward model in {path})")
-    info = json.loads((path / REWARD_CONFIG_NAME).read_text()) if (path / REWARD_CONFIG_NAME).exists() else {}
+        raise RuntimeError(f"{path / WEIGHTS_NAME} is corrupt or truncated ({type(err).__name__}: {err}). "
+                           f"{restore_hint(path, 'reward')}.") from err
+    try:
+        model.load_state_dict(state, strict=True)
+    except Exception as err:
+        raise RuntimeError(f"The weights in {path / WEIGHTS_NAME} do not fit a reward model of the shape in "
+                           f"config.json ({type(err).__name__}: {err}); they may be corrupt or from another "
+                           f"architecture. {restore_hint(path, 'reward')}.") from err
+    model.source_dir = str(path)
+    expected = info.get("tokenizer_fingerprint") or expected_tokenizer_fingerprint(config, path)
+    check_tokenizer_matches(model, tokenizer, where=f"(reward model in {path})", expected_fingerprint=expected)
+    if not getattr(model.config, "tokenizer_fingerprint", None):
+        model.config.tokenizer_fingerprint = tokenizer_fingerprint(tokenizer)
     return model.to(device).eval(), tokenizer, info
 
 
@@ -233,12 +272,14 @@ class RewardScorer:
 
     Bad input, and what happens:
 
-    * not a list of strings -> TypeError; an empty string -> ValueError (it has no last token to read);
+    * not a list (or tuple) of strings -> TypeError; an empty string -> ValueError (it has no last token to read);
       an empty list -> an empty tensor.
+    * ``max_length`` outside ``[2, n_positions]`` or ``batch_size < 1`` -> ValueError when the scorer is built.
     * a text longer than the context -> only ``max_length`` tokens are scored (the first or the last,
       as the model was trained: ``keep``), and a warning says so (once per scorer).
     * NaN / inf rewards -> FloatingPointError naming the texts.
-    * the policy's tokenizer differs -> `check_same_tokenizer` raises ValueError.
+    * the policy's tokenizer differs (fingerprint: vocabulary and special ids) -> `check_same_tokenizer` raises
+      ValueError naming both tokenizers' directories.
 
     Texts are scored exactly as given (no cleaning): the reward model was trained on `clean_review`
     output, which is also what the SFT policy writes.
@@ -247,11 +288,19 @@ class RewardScorer:
     def __init__(self, model: RewardModel, tokenizer, max_length: int | None = None, keep: str = "first",
                  batch_size: int = 64, autocast_dtype: torch.dtype | None = None):
         truncate([], 1, keep)  # validates `keep`
+        context = model.config.n_positions
+        if max_length is None:
+            max_length = context
+        if isinstance(max_length, bool) or not isinstance(max_length, numbers.Integral) or not 2 <= max_length <= context:
+            raise ValueError(f"max_length must be an integer from 2 to the reward model's context of {context} tokens "
+                             f"(or None for the whole context); got {max_length!r}.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}.")
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.max_length = min(max_length or model.config.n_positions, model.config.n_positions)
+        self.max_length = int(max_length)
         self.keep = keep
-        self.batch_size = batch_size
+        self.batch_size = int(batch_size)
         self.autocast_dtype = autocast_dtype  # None: float32 (exact, the default); bf16 is ~3x faster on CPU
         self._warned_truncation = False
 
@@ -263,6 +312,10 @@ class RewardScorer:
         """Token ids of each text, cut to `max_length` tokens (with a one-time warning)."""
         if isinstance(texts, str):
             raise TypeError("score takes a list of texts; wrap a single text in a list: [text].")
+        if not isinstance(texts, (list, tuple)):
+            raise TypeError(f"score takes a list (or tuple) of strings; got a {type(texts).__name__}"
+                            + (" (iterating it would score its keys)" if isinstance(texts, dict) else "")
+                            + ". Pass list(...) of the texts themselves.")
         texts = list(texts)
         for i, text in enumerate(texts):
             if not isinstance(text, str):
@@ -312,21 +365,33 @@ class RewardScorer:
     __call__ = score
 
     def check_same_tokenizer(self, policy_tokenizer) -> None:
-        """Raise ValueError if the policy's tokenizer is not the reward model's (vocabulary, EOS, pad)."""
+        """Raise ValueError if the policy's tokenizer is not the reward model's (its fingerprint: vocabulary and
+        special ids), naming where each tokenizer comes from."""
         mine, theirs = self.tokenizer, policy_tokenizer
+        if tokenizer_fingerprint(mine) == tokenizer_fingerprint(theirs):
+            return
         problems = []
         if len(mine) != len(theirs):
             problems.append(f"{len(theirs)} tokens in the policy's vocabulary vs {len(mine)} in the reward model's")
         elif mine.get_vocab() != theirs.get_vocab():
             differing = sum(1 for t, i in mine.get_vocab().items() if theirs.get_vocab().get(t) != i)
-            problems.append(f"{differing} tokens have different ids")
-        for name in ("eos_token_id", "pad_token_id"):
+            problems.append(f"{differing} tokens have different ids (same size, other vocabulary)")
+        for name in ("eos_token_id", "pad_token_id", "bos_token_id", "unk_token_id"):
             if getattr(mine, name) != getattr(theirs, name):
                 problems.append(f"{name} {getattr(theirs, name)} (policy) vs {getattr(mine, name)} (reward model)")
-        if problems:
-            raise ValueError("The policy's tokenizer does not match the reward model's: " + "; ".join(problems)
-                             + ". Token ids from the policy would mean different words to the reward model: "
-                             "train both from the same profile, or score decoded text with score(texts).")
+        problems.append(f"fingerprints {tokenizer_fingerprint(theirs)} (policy) vs {tokenizer_fingerprint(mine)} "
+                        "(reward model)")
+        raise ValueError("The policy's tokenizer does not match the reward model's: " + "; ".join(problems)
+                         + f". Policy tokenizer from {source_of(theirs)}; reward model and its tokenizer from "
+                         f"{self.source_dir}. Token ids from the policy would mean different words to the reward "
+                         "model: use a policy and a reward model trained from the same profile (the reward stage "
+                         "starts from the SFT policy and keeps its tokenizer), or retrain the reward model from this "
+                         "policy with `python -m rlhf_helpers reward`.")
+
+    @property
+    def source_dir(self) -> str:
+        """Where the reward model was loaded from (for messages)."""
+        return source_of(self.model) if getattr(self.model, "source_dir", None) else source_of(self.tokenizer)
 
     def explain(self, text: str) -> list[tuple[str, float]]:
         """Leave-one-word-out: for each word, ``score(text) − score(text without that word)`` (normalised).

@@ -22,13 +22,16 @@ import torch
 
 from ..config import RewardConfig
 from ..core.assets import policy_source
+from ..core.lock import run_lock
 from ..core.run_card import write_run_card
-from ..core.training import batch_indices, train_loop
+from ..core.training import batch_indices, finished_run_card, train_loop
 from ..data import build_dataset
 from ..data.preferences import course_pairs, pairwise_accuracy, tokenize_pairs
 from ..policy.generation import sample_responses
 from ..policy.model import load_policy
-from .model import RewardModel, RewardScorer, bradley_terry_loss, evaluate_pairs, pair_rewards, save_reward_model
+from .model import (
+    WEIGHTS_NAME, RewardModel, RewardScorer, bradley_terry_loss, evaluate_pairs, pair_rewards, save_reward_model,
+)
 
 VIEWS = ("full", "snippet")
 
@@ -46,7 +49,8 @@ def _views(pairs) -> dict:
 
 def train_reward_model(model: RewardModel, tokenizer, train_pairs, eval_pairs: dict, config: RewardConfig,
                        output_dir: str | Path, resume: bool = True, progress: bool = True,
-                       run_config: dict | None = None, stop_after: int | None = None) -> dict:
+                       run_config: dict | None = None, stop_after: int | None = None,
+                       allow_changed_settings: bool = False) -> dict:
     """Minimise the Bradley–Terry loss on tokenized pairs; save the model (unnormalised) in `output_dir`.
 
     Every step draws `full_batch_size` full-review pairs and `snippet_batch_size` snippet pairs (two
@@ -57,7 +61,10 @@ def train_reward_model(model: RewardModel, tokenizer, train_pairs, eval_pairs: d
         train_pairs: `Dataset` with ``chosen_ids``, ``rejected_ids`` and ``view`` ("full"/"snippet").
         eval_pairs: ``{"full": Dataset, "snippet": Dataset}`` of tokenized held-out pairs.
         stop_after: leave after this many steps *in this call* (checkpointed), as if the run were killed
-            there; a later call with the same `output_dir` resumes.
+            there; a later call with the same `output_dir` resumes. SIGINT / SIGTERM stop the same way.
+        allow_changed_settings: resume even if `config` differs from the checkpoint's (see `train_loop`).
+    A finished run run again trains nothing, and leaves the saved model alone when it is this run's (it may
+    have been normalised since; the checkpoint is not).
     Returns:
         Metrics with ``history`` (held-out accuracy curve) and ``train_log`` (training loss/accuracy curve).
     """
@@ -91,19 +98,25 @@ def train_reward_model(model: RewardModel, tokenizer, train_pairs, eval_pairs: d
             row.update({f"eval_{view}_accuracy": result["accuracy"], f"eval_{view}_loss": result["loss"]})
         return row
 
-    result = train_loop(model, config, output_dir, loss_fn, evaluate, name="reward model", resume=resume,
-                        progress=progress, stop_after=stop_after)
-    state = result.state
-    if result.interrupted:
-        return {"steps": state["step"], "interrupted": True}
-    metrics = {"steps": state["step"], "train_seconds": round(state["train_seconds"], 1),
-               "pairs_seen": state["step"] * sum(batch_sizes.values()), "mixed_precision": result.mixed_precision,
-               "already_finished": result.already_finished, "final": state["history"][-1],
-               "history": state["history"], "train_log": state["train_log"]}
-    if result.accelerator.is_main_process:
-        save_reward_model(result.model, tokenizer, output_dir, extra={"max_length": config.max_length, "keep": config.keep})
-        write_run_card(output_dir, "reward", {**(run_config or {}), "reward": asdict(config)}, metrics=metrics,
-                       timings={"train": metrics["train_seconds"]})
+    with run_lock(output_dir):  # held until the final files are written, not only while training
+        result = train_loop(model, config, output_dir, loss_fn, evaluate, name="reward model", resume=resume,
+                            progress=progress, stop_after=stop_after, allow_changed_settings=allow_changed_settings)
+        state = result.state
+        if result.interrupted:
+            return result.interrupted_summary()
+        metrics = {"steps": state["step"], "train_seconds": round(state["train_seconds"], 1),
+                   "pairs_seen": state["step"] * sum(batch_sizes.values()), "mixed_precision": result.mixed_precision,
+                   "already_finished": result.already_finished, "final": state["history"][-1],
+                   "history": state["history"], "train_log": state["train_log"]}
+        metrics.update({k: v for k, v in (("message", result.message),
+                                          ("settings_changes", state.get("settings_changes"))) if v})
+        up_to_date = result.already_finished and finished_run_card(output_dir, "reward", state["step"]) is not None \
+            and (Path(output_dir) / WEIGHTS_NAME).exists()
+        if result.accelerator.is_main_process and not up_to_date:
+            save_reward_model(result.model, tokenizer, output_dir,
+                              extra={"max_length": config.max_length, "keep": config.keep})
+            write_run_card(output_dir, "reward", {**(run_config or {}), "reward": asdict(config)}, metrics=metrics,
+                           timings={"train": metrics["train_seconds"]})
     return metrics
 
 
@@ -155,21 +168,28 @@ def evaluate_scorer(scorer, heldout: dict) -> dict:
 
 
 def stage_reward(config, output_dir: str | Path | None = None, resume: bool = True, policy: str | Path | None = None,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, allow_changed_settings: bool = False) -> dict:
     """Train the reward model from the SFT policy, normalise it, evaluate it on held-out pairs, save it.
 
     Args:
         config: the `CourseConfig` (profile); ``config.reward`` holds the training settings.
         output_dir: default ``<artifacts>/<profile>/reward_model``.
-        resume: continue from ``output_dir/checkpoint`` if present.
+        resume: continue from ``output_dir/checkpoint`` if present. A finished stage run again does nothing and
+            returns its summary (``already_finished``, ``message``).
         policy: SFT policy directory or profile name for `load_policy` (default: `policy_source(config)`: the
             SFT policy trained under the artifacts directory, else the shipped one).
+        allow_changed_settings: resume even if ``config.reward`` differs from the checkpoint's.
     Returns:
         A summary dict: ``dir``, accuracies per view, normalisation, timings.
     """
+    output_dir = Path(output_dir) if output_dir else config.artifacts_dir / "reward_model"
+    with run_lock(output_dir):  # before loading anything: a second run into the directory fails at once
+        return _stage_reward(config, output_dir, resume, policy, progress, allow_changed_settings)
+
+
+def _stage_reward(config, output_dir: Path, resume: bool, policy, progress: bool, allow_changed_settings: bool) -> dict:
     timings = {}
     train_config = config.reward
-    output_dir = Path(output_dir) if output_dir else config.artifacts_dir / "reward_model"
     policy_model, tokenizer = load_policy(policy or policy_source(config))
 
     start = time.perf_counter()
@@ -180,10 +200,15 @@ def stage_reward(config, output_dir: str | Path | None = None, resume: bool = Tr
 
     model = RewardModel.from_policy(policy_model, seed=config.seed)
     metrics = train_reward_model(model, tokenizer, train_tok, heldout_tok, train_config, output_dir, resume=resume,
-                                 progress=progress, run_config=config.to_dict())
-    timings["train"] = metrics["train_seconds"]
+                                 progress=progress, run_config=config.to_dict(),
+                                 allow_changed_settings=allow_changed_settings)
+    timings["train"] = metrics.get("train_seconds")  # absent when interrupted
     if metrics.get("interrupted"):
         return {"dir": str(output_dir), **metrics}
+    if metrics["already_finished"]:
+        done = _finished_stage_summary(output_dir, metrics)
+        if done is not None:
+            return done
 
     start = time.perf_counter()
     model.eval()
@@ -203,7 +228,24 @@ def stage_reward(config, output_dir: str | Path | None = None, resume: bool = Tr
     summary = {"dir": str(output_dir), "heldout_accuracy": accuracy, "heldout_pairs": len(heldout["full"]),
                "train_pairs": len(train_pairs), "normalisation": normalisation, "steps": metrics["steps"],
                "mixed_precision": metrics["mixed_precision"]}
+    if metrics.get("settings_changes"):
+        summary["settings_changes"] = metrics["settings_changes"]
     write_run_card(output_dir, "reward", {**config.to_dict(), "reward": asdict(train_config)},
                    metrics={**summary, "history": metrics["history"], "train_log": metrics["train_log"]},
                    timings=timings)
     return {**summary, "timings_s": timings}
+
+
+def _finished_stage_summary(output_dir: Path, metrics: dict) -> dict | None:
+    """The summary of a reward stage that already trained *and normalised* this checkpoint's model, else None
+    (trained but killed before normalising: the caller normalises it now)."""
+    card = finished_run_card(output_dir, "reward", metrics["steps"])
+    if card is None or "normalisation" not in card["metrics"]:
+        return None
+    hint = metrics.get("message", "").partition("nothing to train. ")[2]  # how to train further
+    message = (f"The reward model in {output_dir} is already trained (step {metrics['steps']}) and normalised: "
+               f"nothing to do. {hint}").strip()
+    print(message)
+    summary = {k: v for k, v in card["metrics"].items() if k not in ("history", "train_log")}
+    return {**summary, "dir": str(output_dir), "already_finished": True, "message": message,
+            "timings_s": card.get("timings_s", {})}
