@@ -20,9 +20,12 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
+from huggingface_hub import constants, try_to_load_from_cache
 from transformers import GPT2LMHeadModel
 
 from .config import ARTIFACTS_ENV_VAR, CourseConfig, artifacts_root, check_n_prompts
@@ -126,8 +129,6 @@ def _in_hub_cache(kind: str, repo_id: str) -> bool:
     `load_imdb` asks the hub for them."""
     if kind == "dataset":
         return False
-    from huggingface_hub import try_to_load_from_cache
-
     files = ("config.json",) if kind == "model" else ("tokenizer.json", "vocab.json")
     try:
         return any(isinstance(try_to_load_from_cache(repo_id, f), str) for f in files)
@@ -138,11 +139,6 @@ def _in_hub_cache(kind: str, repo_id: str) -> bool:
 @functools.lru_cache(maxsize=1)
 def hub_reachable(timeout: float = 5.0) -> bool:
     """Whether the hub's endpoint answers within `timeout` seconds (any HTTP answer counts; proxies are honoured)."""
-    import urllib.error
-    import urllib.request
-
-    from huggingface_hub import constants
-
     answer = []
 
     def probe():
@@ -173,8 +169,6 @@ def require_hub(config: CourseConfig, stage: str) -> None:
     if hub_is_offline():
         reason = "the hub is switched off (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set)"
     elif not hub_reachable():
-        from huggingface_hub import constants
-
         reason = f"the hub ({constants.ENDPOINT}) cannot be reached"
     else:
         return

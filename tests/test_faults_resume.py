@@ -323,10 +323,28 @@ def test_a_resume_with_other_settings_is_refused_unless_allowed(tokenizer, tmp_p
     # budget fields may change freely; other fields only when allowed, and then both are recorded
     metrics, _, steps = run_sft(tokenizer, run_dir, sft_config(max_steps=5, checkpoint_every=1, eval_every=1,
                                                                  seed=1), allow_changed_settings=True)
-    assert steps == 3 and metrics["settings_changes"] == [{"step": 2, "changed": {"seed": {"saved": 0, "now": 1}}}]
+    assert steps == 3 and metrics["settings_changes"] == [
+        {"step": 2, "changed": {"seed": {"saved": 0, "now": 1}}},
+        {"step": 2, "budget": {"max_steps": {"saved": 4, "now": 5}}},  # allowed without asking, but recorded
+    ]
     card = json.loads((run_dir / "run_card_sft.json").read_text())
     assert card["metrics"]["settings_changes"] == metrics["settings_changes"]
     assert state_of(run_dir)["settings"]["seed"] == 1
+
+
+def test_a_resume_with_a_new_budget_says_so_and_records_it(tokenizer, tmp_path, capsys):
+    """Extending a run is allowed (no flag needed), but not silent: the schedule runs over the new max_steps."""
+    run_dir = tmp_path / "run"
+    run_sft(tokenizer, run_dir, sft_config(max_steps=4))
+    capsys.readouterr()
+    metrics, _, steps = run_sft(tokenizer, run_dir, sft_config(max_steps=6))
+    printed = capsys.readouterr().out
+    assert steps == 2 and metrics["steps"] == 6
+    assert ("Resuming at step 4 with a new budget: max_steps 4 -> 6. The learning-rate schedule now runs over the new "
+            "max_steps (from this step on). Recorded in the run card (settings_changes).") in printed
+    card = json.loads((run_dir / "run_card_sft.json").read_text())
+    assert card["metrics"]["settings_changes"] == [{"step": 4, "budget": {"max_steps": {"saved": 4, "now": 6}}}]
+    assert state_of(run_dir)["budget"] == {"max_steps": 6, "max_minutes": None}
 
 
 # ----------------------------------------------------------------------------------------------

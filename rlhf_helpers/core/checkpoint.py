@@ -12,7 +12,8 @@ Loading checks every file first, so a torn or foreign file is named in one `Chec
 (``--no-resume`` or deleting the checkpoint), never a library traceback; nothing is deleted. The JSON state also
 holds the run's settings (`resume_settings`: the stage config minus its budget fields); a resume whose settings
 differ is refused with a `SettingsChangedError` listing each field, unless `allow_changed_settings` (then both
-are recorded in ``settings_changes``).
+are recorded in ``settings_changes``). The budget (`budget_of`: ``max_steps``, ``max_minutes``) may change on a
+resume, to extend a run: that is said and recorded in ``settings_changes`` too.
 """
 
 from __future__ import annotations
@@ -69,11 +70,13 @@ def complete_checkpoint(checkpoint_dir: str | Path) -> Path | None:
 
 
 def load_checkpoint(accelerator, checkpoint_dir: str | Path, settings: dict | None = None,
-                    allow_changed_settings: bool = False) -> dict | None:
+                    allow_changed_settings: bool = False, budget: dict | None = None) -> dict | None:
     """Restore accelerate's state from the last complete checkpoint; return its JSON state (None: none).
 
     `settings` (see `resume_settings`): compared with the checkpoint's before anything is loaded; a difference
     raises `SettingsChangedError` unless `allow_changed_settings`, which records it in the state instead.
+    `budget` (see `budget_of`): a new step or time budget is allowed, but said and recorded (``settings_changes``),
+    since the learning-rate schedule runs over ``max_steps``.
     Raises `CheckpointError` (naming the file, and the way out) for a torn or foreign checkpoint.
     """
     found = complete_checkpoint(checkpoint_dir)
@@ -86,6 +89,8 @@ def load_checkpoint(accelerator, checkpoint_dir: str | Path, settings: dict | No
     state = json.loads((found / STATE_FILE).read_text())
     if settings is not None:
         _check_settings(accelerator, state, settings, found, allow_changed_settings)
+    if budget is not None:
+        _note_budget_change(accelerator, state, budget)
     try:
         accelerator.load_state(str(found))
     except Exception as err:  # a file we could not vet: still say where, and the way out
@@ -145,6 +150,28 @@ def resume_settings(config) -> dict:
     """The stage config (a dataclass) as a JSON-ready dict, without the budget fields a resume may change."""
     values = json.loads(json.dumps(dataclasses.asdict(config), default=str))
     return {k: v for k, v in values.items() if k not in BUDGET_FIELDS}
+
+
+def budget_of(config) -> dict:
+    """The budget of a stage config: ``max_steps`` (its learning-rate schedule runs over them) and ``max_minutes``."""
+    return {"max_steps": config.max_steps, "max_minutes": config.max_minutes}
+
+
+def _note_budget_change(accelerator, state: dict, budget: dict) -> None:
+    """Say and record (``settings_changes``) a resume with another budget than the checkpoint's; then adopt it."""
+    saved = state.get("budget")
+    state["budget"] = budget
+    if saved is None:  # a checkpoint written before budgets were recorded
+        return
+    changed = {key: {"saved": saved.get(key), "now": value} for key, value in budget.items() if saved.get(key) != value}
+    if not changed:
+        return
+    what = ", ".join(f"{key} {v['saved']} -> {v['now']}" for key, v in changed.items())
+    schedule = (" The learning-rate schedule now runs over the new max_steps (from this step on)."
+                if "max_steps" in changed else "")
+    accelerator.print(f"Resuming at step {state['step']} with a new budget: {what}.{schedule} Recorded in the run "
+                      "card (settings_changes).")
+    state.setdefault("settings_changes", []).append({"step": state["step"], "budget": changed})
 
 
 def _check_settings(accelerator, state: dict, settings: dict, found: Path, allow: bool) -> None:

@@ -20,6 +20,9 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
+
 LOCK_NAME = ".lock"
 _held: dict[str, int] = {}  # lock files this process holds -> nesting depth
 
@@ -32,8 +35,6 @@ class RunLockedError(RuntimeError):
 def run_lock(output_dir: str | Path):
     """Hold ``output_dir/.lock`` for the duration of the block (creating `output_dir` if needed)."""
     path = Path(os.path.abspath(Path(output_dir) / LOCK_NAME))
-    from accelerate import PartialState
-
     state = PartialState()
     error, acquired = None, False
     if state.is_main_process:
@@ -42,8 +43,6 @@ def run_lock(output_dir: str | Path):
         except (RunLockedError, OSError) as err:
             error = err
     if state.num_processes > 1:  # every process learns whether the main one got the lock
-        from accelerate.utils import broadcast_object_list
-
         shared = [None if error is None else str(error)]
         broadcast_object_list(shared)
         if shared[0] is not None and error is None:

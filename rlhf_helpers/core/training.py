@@ -33,7 +33,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from ..config import SupervisedConfig
-from .checkpoint import load_checkpoint, resume_settings, save_checkpoint
+from .checkpoint import budget_of, load_checkpoint, resume_settings, save_checkpoint
 from .lock import run_lock
 from .precision import resolve_mixed_precision
 from .signals import StopRequest, stop_on_signals
@@ -209,7 +209,8 @@ def _prepare(model, config: SupervisedConfig, checkpoint_dir: Path, name: str) -
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, config))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    state = {"step": 0, "train_seconds": 0.0, "history": [], "train_log": [], "settings": resume_settings(config)}
+    state = {"step": 0, "train_seconds": 0.0, "history": [], "train_log": [], "settings": resume_settings(config),
+             "budget": budget_of(config)}
     result = LoopResult(accelerator.unwrap_model(model), state, accelerator, mixed_precision)
     return result, _Run(model, optimizer, scheduler, config, checkpoint_dir, name)
 
@@ -219,7 +220,7 @@ def _restore(result: LoopResult, run: _Run, resume: bool, allow_changed_settings
     if not resume:
         return
     saved = load_checkpoint(result.accelerator, run.checkpoint_dir, settings=result.state["settings"],
-                            allow_changed_settings=allow_changed_settings)
+                            allow_changed_settings=allow_changed_settings, budget=result.state["budget"])
     if saved is not None:
         result.state = saved
         result.accelerator.print(f"Resuming {run.name} from step {saved['step']} ({run.checkpoint_dir})")

@@ -44,7 +44,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from ..config import PPOConfig
-from ..core.checkpoint import CheckpointError, load_checkpoint, resume_settings, save_checkpoint
+from ..core.checkpoint import CheckpointError, budget_of, load_checkpoint, resume_settings, save_checkpoint
 from ..core.lock import run_lock
 from ..core.precision import resolve_mixed_precision
 from ..core.run_card import Timer, write_run_card
@@ -148,7 +148,8 @@ class PPOTrainer:
             self.kl_controller = AdaptiveKLController(config.init_kl_coef, config.kl_target, config.kl_horizon)
         else:
             self.kl_controller = FixedKLController(config.init_kl_coef)
-        self.state = {"step": 0, "seconds": 0.0, "history": [], "settings": resume_settings(config)}
+        self.state = {"step": 0, "seconds": 0.0, "history": [], "settings": resume_settings(config),
+                      "budget": budget_of(config)}
         self.timer = Timer()
         self.interrupted, self.already_finished = False, False
         self.signal: str | None = None  # "SIGINT" / "SIGTERM" when a signal ended the last `train`
@@ -169,7 +170,7 @@ class PPOTrainer:
         """
         with run_lock(self.output_dir):
             saved = load_checkpoint(self.accelerator, self.checkpoint_dir, settings=self.state["settings"],
-                                    allow_changed_settings=allow_changed_settings)
+                                    allow_changed_settings=allow_changed_settings, budget=self.state["budget"])
         if saved is None:
             return False
         if not isinstance(saved.get("kl_controller"), dict):
