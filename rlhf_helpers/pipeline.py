@@ -14,10 +14,8 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import os
 import shutil
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -28,9 +26,10 @@ import numpy as np
 from huggingface_hub import constants, try_to_load_from_cache
 from transformers import GPT2LMHeadModel
 
-from .config import ARTIFACTS_ENV_VAR, CourseConfig, artifacts_root, check_n_prompts
+from .config import CourseConfig, check_n_prompts
 from .core.assets import policy_source, reward_source, shipped_reward_model_dir
 from .core.checkpoint import complete_checkpoint
+from .core.files import OutputLocationError, check_writable_dir
 from .core.run_card import read_run_card, write_run_card
 from .data import FILTERED_ROWS, build_dataset, load_imdb, load_imdb_splits
 from .data.imdb import HUB_DATASET_ID, hub_is_offline
@@ -54,48 +53,9 @@ __all__ = ["stage_tokenizer", "stage_data", "stage_sft", "stage_reward", "stage_
 # ----------------------------------------------------------------------------------------------
 
 
-class OutputLocationError(OSError):
-    """An output directory that cannot be created or written; the message names the path and the way out."""
-
-
 class HubUnavailableError(RuntimeError):
     """A stage needs the Hugging Face hub, which is switched off or cannot be reached; the message names the
     offline profile."""
-
-
-def _way_out(path: Path) -> str:
-    root = artifacts_root()
-    if path == root or root in path.parents:
-        return (f"Set {ARTIFACTS_ENV_VAR} to a writable directory (the artifacts root is now {root}), "
-                "or choose another --output-dir.")
-    return "Choose another --output-dir (a directory you can write)."
-
-
-def check_writable_dir(path: str | Path, way_out: str | None = None) -> Path:
-    """Check, before any work, that directory `path` exists or can be created, and can be written.
-
-    Nothing is created: the nearest existing directory on the way to `path` is tested with a temporary file.
-    Raises `OutputLocationError` naming the path and the way out (`way_out`, else: set ``RLHF_ARTIFACTS`` for a
-    path under the artifacts root, choose another ``--output-dir`` otherwise). Returns `path`.
-    """
-    given = Path(path).expanduser()
-    path = given.absolute()
-    way_out = way_out or _way_out(path)
-    existing = path
-    while not (existing.exists() or existing.is_symlink()) and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        kind = "a file" if existing.is_file() else "not a directory"
-        where = f"{path} is {kind}" if existing == path else f"{existing} is {kind}, so {path} cannot be created"
-        raise OutputLocationError(f"Cannot write to {path}: {where}. {way_out}")
-    try:
-        handle, probe = tempfile.mkstemp(prefix=".rlhf-write-test-", dir=existing)
-        os.close(handle)
-        os.remove(probe)
-    except OSError as err:
-        reason = err.strerror or type(err).__name__
-        raise OutputLocationError(f"Cannot write to {path}: {existing} is not writable ({reason}). {way_out}") from err
-    return given
 
 
 def _output_dir(config: CourseConfig, output_dir: str | Path | None, default: str) -> Path:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
 
-import rlhf_helpers.data.tokenizer as tokenizer_module
+import rlhf_helpers.core.files as files_module
 from rlhf_helpers.config import PPOConfig, get_config
 from rlhf_helpers.core.assets import shipped_policy_dir, shipped_reward_model_dir
 from rlhf_helpers.data import clean_review
@@ -105,7 +105,7 @@ def shipped_copy(tmp_path, monkeypatch):
     assets = tmp_path / "assets"
     shutil.copytree(shipped_policy_dir("tiny"), assets / "tiny" / "sft_policy")
     shutil.copytree(shipped_reward_model_dir("tiny"), assets / "tiny" / "reward_model")
-    monkeypatch.setattr(tokenizer_module, "ASSETS_DIR", assets)
+    monkeypatch.setattr(files_module, "ASSETS_DIR", assets)
     return assets / "tiny"
 
 

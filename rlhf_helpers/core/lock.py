@@ -23,6 +23,8 @@ from pathlib import Path
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 
+from .files import check_writable_dir
+
 LOCK_NAME = ".lock"
 _held: dict[str, int] = {}  # lock files this process holds -> nesting depth
 
@@ -94,13 +96,9 @@ def _release(path: Path) -> None:
 
 
 def _make_directory(directory: Path) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        if not os.access(directory, os.W_OK | os.X_OK):
-            raise PermissionError(f"no write permission on {directory}")
-    except OSError as err:
-        raise OSError(f"Cannot write to the output directory {directory} ({type(err).__name__}: "
-                      f"{err}). Choose another --output-dir (or RLHF_ARTIFACTS).") from err
+    """Create the output directory, after the same check the stages make up front (`check_writable_dir`)."""
+    check_writable_dir(directory)
+    directory.mkdir(parents=True, exist_ok=True)
 
 
 def _read(path: Path, retry: bool = True) -> tuple[str, dict]:

@@ -22,7 +22,8 @@ from typing import Iterable
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from ..core.assets import ASSETS_DIR, shipped_tokenizer_dir
+from ..core.assets import shipped_tokenizer_dir
+from ..core.files import read_json_file, restore_hint
 from .imdb import clean_review, load_imdb_splits
 
 EOS_TOKEN = "<|endoftext|>"
@@ -106,7 +107,7 @@ def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
 
 
 # ----------------------------------------------------------------------------------------------
-# Tokenizer identity, and what to do about a broken file
+# Tokenizer identity
 # ----------------------------------------------------------------------------------------------
 
 # The fingerprint of the tokenizer shipped in rlhf_helpers/assets/<profile>/: the shipped models were saved
@@ -126,61 +127,6 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     special = {name: getattr(tokenizer, f"{name}_token_id", None) for name in ("bos", "eos", "pad", "unk")}
     payload = json.dumps({"vocab": vocab, "special": special}, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
-
-
-def shipped_profile(directory: str | Path) -> str | None:
-    """The profile name if `directory` lies inside the package's shipped assets, else None."""
-    try:
-        relative = Path(directory).resolve().relative_to(ASSETS_DIR.resolve())
-    except (ValueError, OSError):
-        return None
-    return relative.parts[0] if relative.parts else None
-
-
-# Which stage wrote a directory, from the run card it leaves there.
-_STAGE_OF_RUN_CARD = {"run_card_sft.json": "sft", "run_card_reward.json": "reward", "run_card_ppo.json": "ppo",
-                      "run_card_tokenizer.json": "tokenizer", "run_card_reward_trl.json": "reward --trl"}
-_STAGE_OF_KIND = {"policy": "sft", "reward": "reward", "ppo": "ppo", "tokenizer": "tokenizer"}
-
-
-def restore_hint(directory: str | Path, kind: str = "policy") -> str:
-    """How to get a good copy of a file in `directory` (a sentence with a capital, no final period).
-
-    Shipped assets: reinstall or ``git checkout``; a directory a stage wrote (found from its run card, else from
-    `kind`: "policy", "reward" or "tokenizer"): re-run that stage.
-    """
-    directory = Path(directory)
-    if shipped_profile(directory) is not None:
-        return ("It ships with the package: restore it with `git checkout rlhf_helpers/assets` in the course "
-                "repository, or reinstall rlhf_helpers")
-    stage = next((s for name, s in _STAGE_OF_RUN_CARD.items() if (directory / name).exists()), None)
-    if stage is None and (directory / "value_head.safetensors").exists():
-        stage = "ppo"
-    stage = stage or _STAGE_OF_KIND.get(kind, "sft")
-    if stage == "tokenizer":
-        return ("Write it again with `python -m rlhf_helpers tokenizer` (it saves the profile's tokenizer under "
-                "<artifacts>/<profile>/tokenizer), or copy the tokenizer files from the policy it belongs to")
-    return (f"Write it again by re-running the stage that wrote {directory}: `python -m rlhf_helpers {stage}` "
-            f"(add `--no-resume` to retrain from scratch), with `--output-dir {directory}` if that was not its "
-            "default place")
-
-
-def read_json_file(file: str | Path, what: str = "file", missing_ok: bool = False, kind: str = "policy") -> dict | None:
-    """Parse a JSON file; a truncated or corrupt one raises ValueError naming it and the way out."""
-    file = Path(file)
-    if not file.exists():
-        if missing_ok:
-            return None
-        raise FileNotFoundError(f"{file} is missing. {restore_hint(file.parent, kind)}.")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"The {what} {file} is corrupt or truncated (not valid JSON: {err}). "
-                         f"{restore_hint(file.parent, kind)}.") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"The {what} {file} holds a JSON {type(data).__name__}, not an object: it is corrupt. "
-                         f"{restore_hint(file.parent, kind)}.")
-    return data
 
 
 def describe_tokenizer(tokenizer: PreTrainedTokenizerBase) -> dict:

@@ -21,9 +21,8 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
 
 from ..config import CourseConfig, get_config
 from ..core.assets import shipped_policy_dir
-from ..data.tokenizer import (
-    SHIPPED_TOKENIZER_FINGERPRINTS, load_tokenizer, read_json_file, restore_hint, shipped_profile, tokenizer_fingerprint,
-)
+from ..core.files import read_json_file, restore_hint, shipped_profile
+from ..data.tokenizer import SHIPPED_TOKENIZER_FINGERPRINTS, load_tokenizer, tokenizer_fingerprint
 
 WEIGHTS_NAME = "model.safetensors"
 CHECKPOINT_DIRS = ("checkpoint", "checkpoint.tmp", "checkpoint.old")

@@ -45,7 +45,8 @@ from ..core.assets import shipped_reward_model_dir
 from ..core.precision import autocast
 from ..core.tensors import last_token_index, position_ids_from_mask, right_pad
 from ..data.preferences import truncate
-from ..data.tokenizer import load_tokenizer, read_json_file, restore_hint, tokenizer_fingerprint
+from ..core.files import read_json_file, restore_hint
+from ..data.tokenizer import load_tokenizer, tokenizer_fingerprint
 from ..policy.model import (
     check_tokenizer_matches, expected_tokenizer_fingerprint, refuse_other_kind, safetensors_keys, source_of,
 )
