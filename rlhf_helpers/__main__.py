@@ -23,6 +23,7 @@ from typing import Annotated
 import tyro
 
 from .config import PROFILES, CourseConfig, check_n_prompts, finalize, get_config
+from .core.distributed import is_main_process
 
 TRACEBACK_ENV_VAR = "RLHF_TRACEBACK"  # set it to see the traceback behind an error message
 
@@ -115,8 +116,11 @@ COMMANDS = {"tokenizer": Tokenizer, "data": Data, "sft": Sft, "reward": Reward, 
             "run": Run}
 
 
-def _print(result: dict) -> None:
-    print(json.dumps(result, indent=2, default=str))
+def _print(result: dict | str) -> None:
+    """Print a stage's summary, once: on several processes (`accelerate launch`) the main one prints."""
+    if not is_main_process():
+        return
+    print(result if isinstance(result, str) else json.dumps(result, indent=2, default=str))
 
 
 def _split_argv(argv: list[str]) -> tuple[str | None, str | None, list[str]]:
@@ -262,8 +266,8 @@ def _run_stage(stage: str, command, config: CourseConfig, pipeline) -> None:
     elif stage == "evaluate":
         _print(pipeline.stage_evaluate(config, n_prompts=command.n_prompts))
     elif stage == "run":
-        print(pipeline.stage_run(config, train_sft=command.train_sft, train_reward=command.train_reward,
-                                 n_prompts=command.n_prompts))
+        _print(pipeline.stage_run(config, train_sft=command.train_sft, train_reward=command.train_reward,
+                                  n_prompts=command.n_prompts))
 
 
 if __name__ == "__main__":

@@ -115,6 +115,11 @@ class SupervisedConfig(TrainConfig):
     """Steps between held-out evaluations."""
     log_every: int = 1
     """Steps averaged into each entry of the training-loss curve."""
+    micro_batch_size: int | None = None
+    """Rows per forward pass on one process; the global batch of a step is cut into micro-batches of this size,
+    shared out between processes, each process accumulating the gradients of its own (`core.distributed`).
+    None: one micro-batch per process (the batch divided by the number of processes). Lower it when a step
+    does not fit in memory: the result is the same."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -203,6 +208,11 @@ class PPOConfig(TrainConfig):
     """Rollouts (prompt + response) per step (TRL: 128; smaller steps = more updates per minute on a CPU)."""
     mini_batch_size: int = 16
     """Rollouts per gradient step; must divide batch_size (TRL: 128, i.e. one mini-batch)."""
+    micro_batch_size: int | None = None
+    """Rollouts per forward pass of the update on one process: each mini-batch is cut into
+    ``mini_batch_size / micro_batch_size`` shards shared out between processes, each process accumulating the
+    gradients of its own; the rollouts are sampled shard by shard the same way (`core.distributed`). None: one
+    shard per process. The same setting on 1 process or N gives the same run."""
     ppo_epochs: int = 4
     """Passes over each batch of rollouts (TRL: 4)."""
     response_min_tokens: int = 4
@@ -368,13 +378,14 @@ RULES.update({
     SupervisedConfig: dict(
         warmup_steps=NON_NEGATIVE, min_lr_ratio=UNIT_INTERVAL, weight_decay=NON_NEGATIVE,
         betas=between(0, 1, high_open=True), eval_every=AT_LEAST_ONE, log_every=AT_LEAST_ONE,
+        micro_batch_size=AT_LEAST_ONE,
     ),
     SFTConfig: dict(block_size=at_least(2), batch_size=AT_LEAST_ONE, eval_blocks=AT_LEAST_ONE,
                     max_train_blocks=AT_LEAST_ONE),
     RewardConfig: dict(max_length=at_least(2), keep=one_of("first", "last"), full_batch_size=NON_NEGATIVE,
                        snippet_batch_size=NON_NEGATIVE, eval_pairs=AT_LEAST_ONE),
     PPOConfig: dict(
-        batch_size=AT_LEAST_ONE, mini_batch_size=AT_LEAST_ONE, ppo_epochs=AT_LEAST_ONE,
+        batch_size=AT_LEAST_ONE, mini_batch_size=AT_LEAST_ONE, micro_batch_size=AT_LEAST_ONE, ppo_epochs=AT_LEAST_ONE,
         response_min_tokens=AT_LEAST_ONE, response_max_tokens=AT_LEAST_ONE, temperature=POSITIVE, top_k=NON_NEGATIVE,
         top_p=between(0, 1, low_open=True), init_kl_coef=NON_NEGATIVE, kl_target=POSITIVE, kl_horizon=POSITIVE,
         kl_estimator=one_of("k1", "k3"), gamma=UNIT_INTERVAL, lam=UNIT_INTERVAL, clip_range=POSITIVE,

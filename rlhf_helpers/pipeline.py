@@ -30,6 +30,7 @@ from .config import CourseConfig, check_n_prompts
 from .core.assets import policy_source, reward_source, shipped_reward_model_dir
 from .core.checkpoint import complete_checkpoint
 from .core.files import OutputLocationError, check_writable_dir
+from .core.distributed import is_main_process, process_state, wait_for_everyone
 from .core.run_card import read_run_card, write_run_card
 from .data import FILTERED_ROWS, build_dataset, load_imdb, load_imdb_splits
 from .data.imdb import HUB_DATASET_ID, hub_is_offline
@@ -150,7 +151,9 @@ def stage_tokenizer(config: CourseConfig) -> dict:
     else:
         tokenizer = load_tokenizer(config.tokenizer_name_or_path)
     seconds = time.perf_counter() - start
-    tokenizer.save_pretrained(str(out))
+    if is_main_process():  # under `accelerate launch`: one process writes, the others wait for the files
+        tokenizer.save_pretrained(str(out))
+    wait_for_everyone()
     sample = "The movie was a unique experience because"
     metrics = {**describe_tokenizer(tokenizer), "sample": sample, "sample_tokens": tokenizer.tokenize(sample)}
     write_run_card(out, "tokenizer", config.to_dict(), metrics=metrics, timings={"train": round(seconds, 2)})
@@ -173,11 +176,13 @@ def stage_data(config: CourseConfig) -> dict:
         start = time.perf_counter()
         prompts = build_dataset(tokenizer, config, split=split, dataset=imdb)
         timings[f"build_{split}"] = time.perf_counter() - start
-        prompts.save_to_disk(str(out / f"prompts_{split}"))
+        if is_main_process():
+            prompts.save_to_disk(str(out / f"prompts_{split}"))
         metrics[f"prompts_{split}"] = len(prompts)
     if config.dataset_source == "offline" and metrics["prompts_all"] != FILTERED_ROWS:
         raise RuntimeError(f"Expected {FILTERED_ROWS} reviews longer than 200 characters, got {metrics['prompts_all']}.")
     write_run_card(out, "data", config.to_dict(), metrics=metrics, timings={k: round(v, 2) for k, v in timings.items()})
+    wait_for_everyone()
     return {"dir": str(out), **metrics}
 
 
@@ -205,6 +210,7 @@ def stage_sft(config: CourseConfig, output_dir: str | Path | None = None, resume
                         progress=progress, allow_changed_settings=allow_changed_settings,
                         run_config={**config.to_dict(), "train_blocks": len(train_blocks),
                                     "pack_seconds": round(pack_seconds, 1)})
+    wait_for_everyone()  # the main process has written the model the next stage reads
     return {"dir": str(output_dir), **{k: v for k, v in metrics.items() if k not in ("history", "losses")}}
 
 
@@ -224,7 +230,7 @@ def stage_ppo(config: CourseConfig, output_dir: str | Path | None = None, resume
     output_dir = _output_dir(config, output_dir, "ppo_policy")
     require_hub(config, "ppo")
     lm, tokenizer = load_policy(policy_source(config))
-    scorer = load_reward_model(reward_source(config))
+    scorer = load_reward_model(reward_source(config), device=process_state().device)  # beside the policy
     scorer.check_same_tokenizer(tokenizer)
     prompts = build_dataset(tokenizer, config, split="train")["input_ids"]
     trainer = PPOTrainer(PolicyWithValueHead(lm), copy.deepcopy(lm), tokenizer, scorer.score, prompts, config.ppo,
@@ -236,6 +242,7 @@ def stage_ppo(config: CourseConfig, output_dir: str | Path | None = None, resume
     if trainer.interrupted:  # only the checkpoint: a final policy here would be evaluated as if PPO had finished
         return {**summary, "interrupted": True, "signal": trainer.signal, "message": trainer.message}
     trainer.save(output_dir)
+    wait_for_everyone()  # the main process has written the policy
     last = history[-1] if history else {}
     return {**summary, "first_score": history[0]["score"] if history else None, "last_score": last.get("score"),
             "last_kl": last.get("kl"), **({"message": trainer.message} if trainer.already_finished else {})}
@@ -251,6 +258,8 @@ def stage_evaluate(config: CourseConfig, n_prompts: int = 256, policies: dict | 
     check_n_prompts(n_prompts)
     out = check_writable_dir(config.artifacts_dir / "evaluation")
     require_hub(config, "evaluate")
+    if not is_main_process():  # under `accelerate launch`: evaluated once, by the main process
+        return {"dir": str(out), "note": "evaluated by the main process"}
     policies = policies or {"sft": policy_source(config), "ppo": config.artifacts_dir / "ppo_policy"}
     reference, tokenizer = load_policy(policy_source(config))
     scorer = load_reward_model(reward_source(config))
@@ -296,6 +305,8 @@ def _not_trained(name: str, source: str | Path) -> str | None:
 def export_policy(source_dir: str | Path, target_dir: str | Path) -> Path:
     """Copy a trained policy (weights, config, tokenizer, run card; no optimiser checkpoint) to `target_dir`."""
     source_dir, target_dir = Path(source_dir), Path(target_dir)
+    if not is_main_process():
+        return target_dir
     target_dir.mkdir(parents=True, exist_ok=True)
     for item in source_dir.iterdir():
         if item.is_file():
@@ -327,6 +338,8 @@ def stage_run(config: CourseConfig, train_sft: bool = False, train_reward: bool 
         if results[name].get("interrupted"):  # Ctrl-C / SIGTERM: the stage saved a checkpoint, stop here
             return "Run stopped: " + (results[name].get("message") or f"{name} was interrupted; run the same "
                                       "command again to resume.")
+    if not is_main_process():
+        return ""
     results["evaluate"] = stage_evaluate(config, n_prompts=n_prompts)
     run_card = write_run_card(config.artifacts_dir, "run", config.to_dict(), metrics=results)
 

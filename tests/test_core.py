@@ -14,7 +14,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from rlhf_helpers.config import PROFILES, STAGES, PPOConfig, SFTConfig, SupervisedConfig, get_config
 from rlhf_helpers.core.checkpoint import STATE_FILE, complete_checkpoint, load_checkpoint, save_checkpoint
 from rlhf_helpers.core.tensors import last_token_index, left_pad, right_pad
-from rlhf_helpers.core.training import train_loop
+from rlhf_helpers.core.training import make_optimizer, train_loop
 from rlhf_helpers.data.tokenizer import train_bpe_tokenizer
 from rlhf_helpers.policy.sft import train_sft
 
@@ -31,8 +31,8 @@ def linear_model():
     return torch.nn.Linear(4, 1)
 
 
-def loss_fn(model, step, device):
-    rows = slice((step * 8) % 64, (step * 8) % 64 + 8)
+def loss_fn(model, step, shard, device):
+    rows = shard.take(torch.arange((step * 8) % 64, (step * 8) % 64 + 8))
     prediction = model(X[rows].to(device)).squeeze(-1)
     return torch.nn.functional.mse_loss(prediction, Y[rows].to(device)), {}
 
@@ -49,15 +49,27 @@ def loop_config(**overrides):
     return SupervisedConfig(**{**settings, **overrides})
 
 
+def loop_accelerator():
+    """An accelerator holding what `train_loop` checkpoints: model, optimiser, and the (registered) schedule."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(mixed_precision="no")
+    model = linear_model()
+    optimizer = make_optimizer(model, loop_config())
+    accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0))
+    return accelerator
+
+
 def run(output_dir, steps_seen=None, **kwargs):
     """`train_loop` on the toy problem; the steps it trains are appended to `steps_seen`."""
-    def recording_loss_fn(model, step, device):
+    def recording_loss_fn(model, step, shard, device):
         if steps_seen is not None:
             steps_seen.append(step)
-        return loss_fn(model, step, device)
+        return loss_fn(model, step, shard, device)
 
     return train_loop(linear_model(), loop_config(), output_dir, recording_loss_fn, evaluate, name="toy",
-                      progress=False, **kwargs)
+                      batch_rows=8, progress=False, **kwargs)
 
 
 def weights(model):
@@ -123,8 +135,7 @@ def test_a_finished_tmp_is_newer_than_the_old_one(tmp_path):
     (tmp_path / "old" / "checkpoint").rename(tmp_path / "checkpoint.old")
     assert complete_checkpoint(tmp_path / "checkpoint") == tmp_path / "checkpoint.tmp"
 
-    accelerator = Accelerator(mixed_precision="no")
-    accelerator.prepare(linear_model())
+    accelerator = loop_accelerator()
     assert load_checkpoint(accelerator, tmp_path / "checkpoint")["step"] == 3
 
 
@@ -135,8 +146,7 @@ def test_a_save_killed_after_resuming_from_tmp_still_leaves_a_checkpoint(tmp_pat
 
     run(tmp_path, stop_after=3)
     cut_short(tmp_path, "checkpoint.tmp")
-    accelerator = Accelerator(mixed_precision="no")
-    accelerator.prepare(linear_model())
+    accelerator = loop_accelerator()
     state = load_checkpoint(accelerator, tmp_path / "checkpoint")
 
     def killed(*args, **kwargs):

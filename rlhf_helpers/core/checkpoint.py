@@ -40,17 +40,26 @@ class SettingsChangedError(ValueError):
 
 
 def save_checkpoint(accelerator, checkpoint_dir: str | Path, state: dict) -> None:
-    """Save accelerate's state and `state` (JSON) to `checkpoint_dir`, atomically (main process writes)."""
+    """Save accelerate's state and `state` (JSON) to `checkpoint_dir`, atomically.
+
+    Every process must call it: each saves its own RNG state (``random_states_<rank>.pkl``), the main process
+    the model, optimiser and schedule, then writes the JSON file and swaps the directory in. On several
+    machines the output directory must be on a file system they share.
+    """
     checkpoint_dir = Path(checkpoint_dir)
+    tmp, old = checkpoint_dir.with_name("checkpoint.tmp"), checkpoint_dir.with_name("checkpoint.old")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        tmp, old = checkpoint_dir.with_name("checkpoint.tmp"), checkpoint_dir.with_name("checkpoint.old")
         if not checkpoint_dir.exists() and (tmp / STATE_FILE).exists():
             tmp.rename(checkpoint_dir)  # the last save's swap was cut short: keep its finished copy, don't delete it
         shutil.rmtree(tmp, ignore_errors=True)
-        # pickle, not safetensors: the tied LM head and embedding are one tensor, which safetensors cannot
-        # store twice (accelerate would drop one and warn on every save).
-        accelerator.save_state(str(tmp), safe_serialization=False)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    # pickle, not safetensors: the tied LM head and embedding are one tensor, which safetensors cannot
+    # store twice (accelerate would drop one and warn on every save).
+    accelerator.save_state(str(tmp), safe_serialization=False)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
         (tmp / STATE_FILE).write_text(json.dumps(state))
         if checkpoint_dir.exists():
             shutil.rmtree(old, ignore_errors=True)

@@ -20,9 +20,9 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 
+from .distributed import process_state
 from .files import check_writable_dir
 
 LOCK_NAME = ".lock"
@@ -37,7 +37,7 @@ class RunLockedError(RuntimeError):
 def run_lock(output_dir: str | Path):
     """Hold ``output_dir/.lock`` for the duration of the block (creating `output_dir` if needed)."""
     path = Path(os.path.abspath(Path(output_dir) / LOCK_NAME))
-    state = PartialState()
+    state = process_state()  # the process group, as the training loop's `Accelerator` will see it
     error, acquired = None, False
     if state.is_main_process:
         try:

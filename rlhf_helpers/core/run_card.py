@@ -14,6 +14,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .distributed import is_main_process
+
 _LIBRARIES = ("torch", "transformers", "tokenizers", "datasets", "accelerate", "trl", "numpy", "pandas")
 
 
@@ -51,8 +53,11 @@ def write_run_card(
     timings: dict | None = None,
     **extra,
 ) -> Path:
-    """Write ``<directory>/run_card_<stage>.json`` and return its path."""
+    """Write ``<directory>/run_card_<stage>.json`` and return its path (on several processes: the main one writes)."""
     directory = Path(directory)
+    path = directory / f"run_card_{stage}.json"
+    if not is_main_process():
+        return path
     directory.mkdir(parents=True, exist_ok=True)
     card = {
         "stage": stage,
@@ -66,7 +71,6 @@ def write_run_card(
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
         **extra,
     }
-    path = directory / f"run_card_{stage}.json"
     path.write_text(json.dumps(card, indent=2, default=str) + "\n")
     return path
 

@@ -2,11 +2,12 @@
 
 ``with stop_on_signals() as stop:`` installs handlers for SIGINT and SIGTERM for the duration of the loop and
 restores the previous ones afterwards. The first signal is only recorded (``stop.signal == "SIGINT"``); the loop
-asks ``stop.requested(accelerator)`` after each step, writes a checkpoint and returns. A second signal stops at
+reads ``stop.signal`` after each step, writes a checkpoint and returns. A second signal stops at
 once, as usual: KeyboardInterrupt for SIGINT, SystemExit(143) for SIGTERM (the steps since the last checkpoint
 are then lost; the checkpoint swap survives it, see `rlhf_helpers.core.checkpoint`).
 
-On several processes (``accelerate launch``) the flag is reduced over all of them, so they stop at the same step.
+On several processes (``accelerate launch``) the loops share the flag (`rlhf_helpers.core.distributed.agree`, with
+the main process's clock), so they all stop after the same step.
 Outside the main thread (where Python cannot install signal handlers) nothing is installed.
 """
 
@@ -17,7 +18,6 @@ import signal
 import threading
 from contextlib import contextmanager
 
-import torch
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -27,14 +27,6 @@ class StopRequest:
 
     def __init__(self):
         self.signal: str | None = None
-
-    def requested(self, accelerator=None) -> bool:
-        """Whether a stop signal arrived, on any process (call it once per step on every process)."""
-        local = self.signal is not None
-        if accelerator is None or accelerator.num_processes == 1:
-            return local
-        flag = torch.tensor([float(local)], device=accelerator.device)
-        return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
 
     def _handle(self, signum, frame) -> None:
         name = signal.Signals(signum).name

@@ -1,12 +1,15 @@
 """The one resumable training loop of the course, on 🤗 accelerate (SFT and reward-model training use it).
 
-A stage gives the loop two functions: ``loss_fn(model, step, device) -> (loss, logs)`` (the mean loss of the
-batch of `step`, and numbers to log) and ``evaluate(model) -> dict`` (held-out metrics). The loop does the rest,
-the same way for every stage:
+A stage gives the loop two functions: ``loss_fn(model, step, shard, device) -> (loss, logs)`` (the mean loss of
+`shard`'s part of the batch of `step`, and numbers to log) and ``evaluate(model) -> dict`` (held-out metrics). The
+loop does the rest, the same way for every stage:
 
 * AdamW with weight decay on matrices only, linear warmup then cosine decay (`lr_at`), gradient clipping;
 * device placement and mixed precision through accelerate (bf16 autocast where fast), so
-  ``accelerate launch -m rlhf_helpers <stage>`` runs the same loop on several devices;
+  ``accelerate launch -m rlhf_helpers <stage>`` runs the same loop on several devices: the global batch is cut
+  into shards (`rlhf_helpers.core.distributed`), each process runs its own shards (gradient accumulation when
+  it has several), the schedule steps once per optimiser step, the time budget and stop signals are agreed by
+  all processes, and only the main process writes;
 * a step budget and a wall-clock budget, a progress bar, a training-loss curve and a held-out curve;
 * resumable checkpoints (`rlhf_helpers.core.checkpoint`: accelerate's ``save_state`` + the loop's state, swapped
   in atomically). Batches are a pure function of (seed, step) (`batch_indices`), so a resumed run sees
@@ -20,6 +23,7 @@ The caller saves the final model and the run card (they differ per stage).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -34,11 +38,12 @@ from tqdm.auto import tqdm
 
 from ..config import SupervisedConfig
 from .checkpoint import budget_of, load_checkpoint, resume_settings, save_checkpoint
+from .distributed import Shard, ShardPlan, agree, mean_over_processes, shard_plan
 from .lock import run_lock
 from .precision import resolve_mixed_precision
 from .signals import StopRequest, stop_on_signals
 
-LossFn = Callable[[torch.nn.Module, int, torch.device], "tuple[torch.Tensor, dict[str, float]]"]
+LossFn = Callable[[torch.nn.Module, int, Shard, torch.device], "tuple[torch.Tensor, dict[str, float]]"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,17 +168,21 @@ class _Run:
     config: SupervisedConfig
     checkpoint_dir: Path
     name: str
+    plan: ShardPlan  # which shards of each step's batch this process runs
 
 
 def train_loop(model: torch.nn.Module, config: SupervisedConfig, output_dir: str | Path, loss_fn: LossFn,
-               evaluate: Callable[[torch.nn.Module], dict], *, name: str, resume: bool = True,
+               evaluate: Callable[[torch.nn.Module], dict], *, name: str, batch_rows: int, resume: bool = True,
                progress: bool = True, stop_after: int | None = None,
                allow_changed_settings: bool = False) -> LoopResult:
     """Train `model` with `loss_fn` until `max_steps` or `max_minutes`; checkpoint into ``output_dir/checkpoint``.
 
     Args:
-        loss_fn: ``(model, step, device) -> (loss, logs)``: the mean loss of the batch of `step` (a pure function
-            of step and seed) and a dict of floats averaged into the training-loss curve.
+        loss_fn: ``(model, step, shard, device) -> (loss, logs)``: the mean loss of `shard`'s part of the batch of
+            `step` (``shard.take(rows)`` of a batch that is a pure function of step and seed) and a dict of floats
+            averaged into the training-loss curve.
+        batch_rows: rows in one step's global batch (cut into ``batch_rows / config.micro_batch_size`` shards, or
+            one per process when ``micro_batch_size`` is None).
         evaluate: ``(unwrapped model) -> dict`` of held-out metrics (runs at step 0, every `eval_every` steps and
             at the end; the model is in eval mode and under autocast).
         name: what the progress bar and the messages call this stage.
@@ -186,7 +195,7 @@ def train_loop(model: torch.nn.Module, config: SupervisedConfig, output_dir: str
     call after the current step with a checkpoint (``result.interrupted``, ``result.signal``).
     """
     with run_lock(output_dir):
-        result, run = _prepare(model, config, Path(output_dir) / "checkpoint", name)
+        result, run = _prepare(model, config, Path(output_dir) / "checkpoint", name, batch_rows)
         _restore(result, run, resume, allow_changed_settings)
         state = result.state
         result.message = finished_message(name, state["step"], state["train_seconds"], config, run.checkpoint_dir)
@@ -201,18 +210,26 @@ def train_loop(model: torch.nn.Module, config: SupervisedConfig, output_dir: str
     return result
 
 
-def _prepare(model, config: SupervisedConfig, checkpoint_dir: Path, name: str) -> tuple[LoopResult, _Run]:
+def _prepare(model, config: SupervisedConfig, checkpoint_dir: Path, name: str,
+             batch_rows: int) -> tuple[LoopResult, _Run]:
     """Accelerator, seeds, AdamW and its schedule, all prepared; a fresh state."""
     mixed_precision = resolve_mixed_precision(config.mixed_precision)
     accelerator = Accelerator(mixed_precision=mixed_precision)
-    set_seed(config.seed)
+    batch_name = {"sft": "sft.batch_size", "reward": "reward.full_batch_size + reward.snippet_batch_size"}
+    plan = shard_plan(accelerator, batch_rows, config.micro_batch_size, where=batch_name.get(config.stage, "batch"),
+                      micro_flag=flag(config, "micro_batch_size"))
+    set_seed(config.seed + accelerator.process_index)  # each process its own stream (dropout); batches are seeded apart
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, config))
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The scheduler is not handed to `prepare`: accelerate's wrapper steps it once per *process* per step (unless
+    # batches are split), which would run the schedule N times too fast. It is stepped here once per optimiser
+    # step, and registered so that `save_state` / `load_state` still carry it.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
     state = {"step": 0, "train_seconds": 0.0, "history": [], "train_log": [], "settings": resume_settings(config),
              "budget": budget_of(config)}
     result = LoopResult(accelerator.unwrap_model(model), state, accelerator, mixed_precision)
-    return result, _Run(model, optimizer, scheduler, config, checkpoint_dir, name)
+    return result, _Run(model, optimizer, scheduler, config, checkpoint_dir, name, plan)
 
 
 def _restore(result: LoopResult, run: _Run, resume: bool, allow_changed_settings: bool) -> None:
@@ -239,7 +256,7 @@ def _run_steps(result: LoopResult, run: _Run, loss_fn: LossFn, evaluate, progres
     while state["step"] < config.max_steps:
         loss, logs = _optimizer_step(run, accelerator, loss_fn, state["step"])
         state["step"] += 1
-        state["train_seconds"] = seconds_before + time.perf_counter() - started
+        state["train_seconds"] = seconds_before + time.perf_counter() - started  # agreed in `_stop_reason`
         window.append({"loss": loss, **logs})
         bar.update(1)
         reason = _stop_reason(state, config, state["step"] - first_step, stop_after, stop, accelerator)
@@ -250,8 +267,9 @@ def _run_steps(result: LoopResult, run: _Run, loss_fn: LossFn, evaluate, progres
         if state["step"] % config.eval_every == 0 or last:
             row = _held_out(result.model, accelerator, evaluate, state["step"], state["train_seconds"])
             state["history"].append(row)
-            bar.write(f"step {state['step']}: " + ", ".join(
-                f"{k} {v:.4g}" for k, v in row.items() if k not in ("step", "seconds")))
+            if accelerator.is_main_process:
+                bar.write(f"step {state['step']}: " + ", ".join(
+                    f"{k} {v:.4g}" for k, v in row.items() if k not in ("step", "seconds")))
         if state["step"] % config.checkpoint_every == 0 or last:
             save_checkpoint(accelerator, run.checkpoint_dir, state)
         if reason is not None:
@@ -267,8 +285,14 @@ def _run_steps(result: LoopResult, run: _Run, loss_fn: LossFn, evaluate, progres
 
 def _stop_reason(state: dict, config: SupervisedConfig, steps_here: int, stop_after: int | None, stop: StopRequest,
                  accelerator) -> str | None:
-    """Why the loop stops after this step: "signal", "stop_after", "time", or None (go on)."""
-    if stop.requested(accelerator):  # first: on several processes it is a collective call, made every step
+    """Why the loop stops after this step: "signal", "stop_after", "time", or None (go on).
+
+    The same answer on every process: one collective call per step shares the main process's clock and any
+    process's stop signal, so no process enters a step that another has left (that would hang the all-reduce).
+    """
+    state["train_seconds"], signalled, _ = agree(accelerator, seconds=state["train_seconds"],
+                                                 stop=stop.signal is not None)
+    if signalled:
         return "signal"
     if stop_after is not None and steps_here >= stop_after:
         return "stop_after"
@@ -286,19 +310,38 @@ def _log_window(state: dict, window: list[dict], scheduler, bar) -> None:
 
 
 def _optimizer_step(run: _Run, accelerator, loss_fn: LossFn, step: int) -> tuple[float, dict]:
-    """One step: loss under autocast, backward, gradient clipping, optimiser and schedule. Returns the loss."""
-    with accelerator.autocast():
-        loss, logs = loss_fn(run.model, step, accelerator.device)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"{run.name} loss is {loss.item()} at step {step}; the last good checkpoint is in "
-                                 f"{run.checkpoint_dir} (lower the learning rate, then run the same command again).")
-    accelerator.backward(loss)
+    """One step: this process's shards (loss under autocast, backward), then clipping, optimiser and schedule.
+
+    Each shard's loss is divided by the number of local shards and DDP averages over processes, so the gradient
+    is the mean over all shards of the step (`rlhf_helpers.core.distributed`). Gradients are synchronised only
+    after the last local shard (``no_sync`` before). Returns the loss and logs, averaged over all shards.
+    """
+    shards = run.plan.local_shards()
+    losses, logs_sum, finite = [], {}, True
+    for k, shard in enumerate(shards):
+        syncing = k == len(shards) - 1
+        with contextlib.nullcontext() if syncing else accelerator.no_sync(run.model):
+            with accelerator.autocast():
+                loss, logs = loss_fn(run.model, step, shard, accelerator.device)
+            finite = finite and bool(torch.isfinite(loss))
+            # backward even when not finite: every process must take part in the gradient all-reduce
+            accelerator.backward(loss / len(shards))
+        losses.append(loss.item())
+        for key, value in logs.items():
+            logs_sum[key] = logs_sum.get(key, 0.0) + value
+    _, _, bad = agree(accelerator, seconds=0.0, bad=not finite)  # one process's NaN stops them all, here
+    if bad:
+        raise FloatingPointError(f"{run.name} loss is not finite at step {step} (on at least one process: "
+                                 f"{losses}); the last good checkpoint is in {run.checkpoint_dir} (lower the "
+                                 "learning rate, then run the same command again).")
     if run.config.max_grad_norm:
         accelerator.clip_grad_norm_(run.model.parameters(), run.config.max_grad_norm)
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return loss.item(), logs
+    means = mean_over_processes(accelerator, {"loss": sum(losses) / len(losses),
+                                              **{k: v / len(shards) for k, v in logs_sum.items()}})
+    return means.pop("loss"), means
 
 
 def _held_out(model, accelerator, evaluate, step: int, seconds: float) -> dict:

@@ -89,16 +89,16 @@ def train_sft(model, tokenizer, train_blocks: torch.Tensor, eval_blocks: torch.T
     `allow_changed_settings`: resume even if `config` differs from the checkpoint's (see `train_loop`).
     """
 
-    def loss_fn(model, step, device):
-        rows = batch_indices(step, len(train_blocks), config.batch_size, config.seed)
-        batch = train_blocks[rows].to(device)
+    def loss_fn(model, step, shard, device):
+        rows = batch_indices(step, len(train_blocks), config.batch_size, config.seed)  # the global batch
+        batch = train_blocks[shard.take(rows)].to(device)  # this process's micro-batch of it
         return model(input_ids=batch, labels=batch).loss, {}
 
     def evaluate(model):
         return {"eval_ppl": evaluate_perplexity(model, eval_blocks)}
 
     with run_lock(output_dir):  # held until the final files are written, not only while training
-        result = train_loop(model, config, output_dir, loss_fn, evaluate, name="SFT", resume=resume,
+        result = train_loop(model, config, output_dir, loss_fn, evaluate, name="SFT", batch_rows=config.batch_size, resume=resume,
                             progress=progress, stop_after=stop_after, allow_changed_settings=allow_changed_settings)
         if result.interrupted:
             return result.interrupted_summary()

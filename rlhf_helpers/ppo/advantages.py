@@ -202,3 +202,32 @@ def leave_one_out_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
     grouped = rewards.detach().reshape(-1, k)  # [N, k]: row j = the k responses of prompt j
     baseline = (grouped.sum(dim=1, keepdim=True) - grouped) / (k - 1)
     return (grouped - baseline).reshape(rewards.shape)
+
+
+def masked_whiten_shards(parts: list[tuple[torch.Tensor, torch.Tensor]], all_sum=None) -> list[torch.Tensor]:
+    """`masked_whiten` of one mini-batch held as several shards (``[(x, mask), ...]``, each ``[b_s, R_s]``;
+    the response lengths R_s may differ), with the mean and unbiased variance of the *whole* mini-batch.
+
+    `all_sum`: adds a tensor over processes (``core.distributed.sum_over_processes``) when other processes
+    hold more shards of the same mini-batch. One shard on one process: exactly `masked_whiten`.
+    """
+    if len(parts) == 1 and all_sum is None:
+        return [masked_whiten(*parts[0])]
+    total = torch.zeros(3, dtype=torch.float64)  # sum, sum of squares, count of real tokens
+    for x, mask in parts:
+        m = as_bool_mask(mask, x)
+        values = x[m].double().cpu()
+        total += torch.stack([values.sum(), (values**2).sum(), torch.tensor(float(values.numel()))])
+    if all_sum is not None:
+        total = all_sum(total.to(parts[0][0].device)).cpu()
+    total_sum, total_squares, n = total.tolist()
+    if n < 2:
+        raise ValueError(f"whitening needs at least 2 real tokens in a mini-batch, got {int(n)}.")
+    mean = total_sum / n
+    var = max(total_squares / n - mean**2, 0.0) * n / (n - 1)  # Bessel's correction, as in `masked_var`
+    out = []
+    for x, mask in parts:
+        m = as_bool_mask(mask, x)
+        whitened = (torch.where(m, x, torch.zeros_like(x)) - mean) / math.sqrt(var + WHITEN_EPS)
+        out.append(torch.where(m, whitened, torch.zeros_like(whitened)))
+    return out

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..config import PPOConfig
+from ..core.distributed import Shard, shard_seed
 from ..core.reward_fn import reward_scores
 from ..core.run_card import Timer
 from ..policy.generation import sample_responses
@@ -63,19 +64,23 @@ def sample_prompt_batch(prompts: list[list[int]], batch_size: int, step: int, se
 
 @torch.no_grad()
 def collect_rollout(policy, reference, tokenizer, reward_fn, prompts, kl_coef: float, config: PPOConfig,
-                    step: int, timer: Timer | None = None, autocast=None) -> Rollout:
+                    step: int, timer: Timer | None = None, autocast=None, shard: Shard | None = None) -> Rollout:
     """Steps 1–4 above for one batch of prompts (token-id lists). No gradients.
 
     `autocast`: a context-manager factory (e.g. ``accelerator.autocast``) for sampling and the log-prob /
     value passes; the reward function runs outside it, at its own precision.
+    `shard`: which shard of the step's batch these prompts are (`rlhf_helpers.core.distributed`): the sampling
+    is seeded by (seed, step, shard), so a shard gets the same responses on whichever process runs it.
     """
     timer = timer or Timer()
     autocast = autocast or contextlib.nullcontext
+    shard = shard or Shard(0, 1)
     device = next(policy.parameters()).device
-    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    # on the policy's device: a CPU generator would copy every token's probabilities off the GPU
+    generator = torch.Generator(device=device).manual_seed(shard_seed(config.seed * 1_000_003 + step, shard))
     with timer("generate"), autocast():
         out = sample_responses(policy.lm, tokenizer, prompts, config.response_min_tokens, config.response_max_tokens,
-                               length_seed=config.seed * 7_919 + step, temperature=config.temperature,
+                               length_seed=shard_seed(config.seed * 7_919 + step, shard), temperature=config.temperature,
                                top_k=config.top_k, top_p=config.top_p, stop_at_eos=config.stop_at_eos,
                                generator=generator)
         query_ids, query_mask = out.query_ids.to(device), out.query_mask.to(device)

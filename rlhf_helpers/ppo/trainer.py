@@ -32,8 +32,10 @@ This module: `ppo_update` (step 5) and `PPOTrainer` (the loop). Steps 1–4: `rl
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -44,58 +46,89 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from ..config import PPOConfig
+from ..core.distributed import (
+    Shard, agree, mean_over_processes, refuse_sharded_parameters, shard_plan, shard_seed, sum_over_processes,
+)
 from ..core.checkpoint import CheckpointError, budget_of, load_checkpoint, resume_settings, save_checkpoint
 from ..core.lock import run_lock
 from ..core.precision import resolve_mixed_precision
 from ..core.run_card import Timer, write_run_card
 from ..core.signals import StopRequest, stop_on_signals
 from ..core.training import finished_message, finished_run_card, interrupted_message
-from .advantages import masked_mean, masked_whiten
+from .advantages import masked_mean, masked_whiten_shards
 from .kl import AdaptiveKLController, FixedKLController
 from .losses import clipped_policy_loss, clipped_value_loss, entropy_from_logits
 from .rollout import Rollout, collect_rollout, rollout_statistics, sample_prompt_batch
 from .value_head import response_logprobs_and_values
 
 
-def ppo_update(policy, optimizer, accelerator, rollout: Rollout, config: PPOConfig, step: int) -> dict:
-    """Step 5: `ppo_epochs` passes of shuffled mini-batches over `rollout`. Returns averaged statistics."""
+def ppo_update(policy, optimizer, accelerator, rollouts: Rollout | list[Rollout], config: PPOConfig, step: int,
+               shards: list[Shard] | None = None) -> dict:
+    """Step 5: `ppo_epochs` passes of shuffled mini-batches over the rollouts. Returns averaged statistics.
+
+    `rollouts`: this process's shards of the step's batch (one `Rollout` each; `shards` says which, default one
+    shard on one process). Every mini-batch takes ``mini_batch_size / S`` rows of each of the S shards, in an
+    order seeded by (seed, step, shard); the gradients of a process's shards accumulate (synchronised after its
+    last) and DDP averages over processes, so N processes compute what 1 process computes with the same shards
+    (`rlhf_helpers.core.distributed`). Advantages are whitened over the whole mini-batch, across shards.
+    """
+    rollouts = [rollouts] if isinstance(rollouts, Rollout) else list(rollouts)
+    shards = shards or [Shard(0, 1)]
+    count = shards[0].count
+    many = accelerator.num_processes > 1
     # eval mode during the update too: gradients still flow, and any dropout (hub GPT-2 has 0.1) stays
     # off, so the update sees exactly the network that produced the rollout (Huang et al. 2023, "Policy training implementation details": dropout off).
     policy.eval()
-    batch_size = rollout.query_ids.shape[0]
-    generator = torch.Generator().manual_seed(config.seed * 999_983 + step)
+    local_batch, local_mini = config.batch_size // count, config.mini_batch_size // count
+    generators = [torch.Generator().manual_seed(shard_seed(config.seed * 999_983 + step, shard)) for shard in shards]
     stats: dict[str, list[float]] = {}
     skipped = 0
     for _ in range(config.ppo_epochs):
-        order = torch.randperm(batch_size, generator=generator)
-        for start in range(0, batch_size, config.mini_batch_size):
-            idx = order[start : start + config.mini_batch_size].to(rollout.query_ids.device)
-            mask = rollout.response_mask[idx]
-            with accelerator.autocast():  # the same precision as the rollout's passes
-                logprobs, logits, values = response_logprobs_and_values(
-                    policy, rollout.query_ids[idx], rollout.query_mask[idx], rollout.response_ids[idx], mask,
-                    config.temperature)
-            advantages = masked_whiten(rollout.advantages[idx], mask)
-            pg_loss, pg_stats = clipped_policy_loss(logprobs, rollout.logprobs[idx], advantages, mask, config.clip_range)
-            vf_loss, vf_stats = clipped_value_loss(values, rollout.values[idx], rollout.returns[idx], mask,
-                                                   config.clip_range_value)
-            loss = pg_loss + config.vf_coef * vf_loss
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"PPO loss is {loss.item()} at step {step}.")
-            if pg_stats["ratio_mean"] > config.ratio_threshold:
-                skipped += 1  # the policy moved too far from the rollout's: this gradient would be garbage
+        orders = [torch.randperm(local_batch, generator=g) for g in generators]
+        for start in range(0, local_batch, local_mini):
+            picks = [order[start : start + local_mini].to(r.query_ids.device) for order, r in zip(orders, rollouts)]
+            advantages = masked_whiten_shards([(r.advantages[i], r.response_mask[i]) for r, i in zip(rollouts, picks)],
+                                              partial(sum_over_processes, accelerator) if many else None)
+            finite, too_far, rows = True, False, []
+            for k, (rollout, idx, adv) in enumerate(zip(rollouts, picks, advantages)):
+                mask = rollout.response_mask[idx]
+                syncing = k == len(rollouts) - 1  # all-reduce the gradients after the last local shard only
+                with contextlib.nullcontext() if syncing else accelerator.no_sync(policy):
+                    with accelerator.autocast():  # the same precision as the rollout's passes
+                        logprobs, logits, values = response_logprobs_and_values(
+                            policy, rollout.query_ids[idx], rollout.query_mask[idx], rollout.response_ids[idx], mask,
+                            config.temperature)
+                    pg_loss, pg_stats = clipped_policy_loss(logprobs, rollout.logprobs[idx], adv, mask,
+                                                            config.clip_range)
+                    vf_loss, vf_stats = clipped_value_loss(values, rollout.values[idx], rollout.returns[idx], mask,
+                                                           config.clip_range_value)
+                    loss = pg_loss + config.vf_coef * vf_loss
+                    finite = finite and bool(torch.isfinite(loss))
+                    # the policy moved too far from the rollout's: this gradient would be garbage (skipped below)
+                    too_far = too_far or pg_stats["ratio_mean"] > config.ratio_threshold
+                    # backward whatever happens: every process must take part in the all-reduce
+                    accelerator.backward(loss / len(rollouts))
+                with torch.no_grad():
+                    entropy = masked_mean(entropy_from_logits(logits), mask).item()
+                rows.append({"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), "entropy": entropy,
+                             **pg_stats, **vf_stats})
+            # one decision for all processes: a NaN or a runaway ratio on any shard skips / stops everywhere
+            _, too_far, bad = agree(accelerator, seconds=0.0, stop=too_far, bad=not finite)
+            if bad:
+                raise FloatingPointError(f"PPO loss is not finite at step {step} (on at least one process).")
+            if too_far:
+                skipped += 1
+                optimizer.zero_grad(set_to_none=True)
                 continue
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
             if config.max_grad_norm:
                 accelerator.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
             optimizer.step()
-            with torch.no_grad():
-                entropy = masked_mean(entropy_from_logits(logits), mask).item()
-            for key, value in {"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), "entropy": entropy,
-                               **pg_stats, **vf_stats}.items():
-                stats.setdefault(key, []).append(float(value))
+            optimizer.zero_grad(set_to_none=True)
+            for row in rows:
+                for key, value in row.items():
+                    stats.setdefault(key, []).append(float(value))
     summary = {k: float(np.mean(v)) for k, v in stats.items()}
+    summary = mean_over_processes(accelerator, summary)  # skips are agreed, so every process has the same keys
     summary["skipped_minibatches"] = skipped
     return summary
 
@@ -138,11 +171,17 @@ class PPOTrainer:
         # `mixed_precision` here overrides the config's (tests pin "no" for exact comparisons).
         self.mixed_precision = resolve_mixed_precision(mixed_precision or config.mixed_precision)
         self.accelerator = Accelerator(mixed_precision=self.mixed_precision)
+        refuse_sharded_parameters(self.accelerator)
+        # Which shards of every batch this process samples and trains on (a clear error if they cannot be equal).
+        self.plan = shard_plan(self.accelerator, config.mini_batch_size, config.micro_batch_size,
+                               where="ppo.mini_batch_size", micro_flag="--ppo.micro-batch-size")
         set_seed(config.seed + self.accelerator.process_index)  # separate seeds per process (Huang et al. 2023, "General implementation details")
         optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
         # anneal the learning rate linearly to 0 over the planned steps (Huang et al. 2023, "Policy training implementation details")
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / config.max_steps))
-        self.policy, self.optimizer, self.scheduler = self.accelerator.prepare(policy, optimizer, scheduler)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / config.max_steps))
+        # not prepared: accelerate's wrapper would step it once per process per step (see `core.training`)
+        self.policy, self.optimizer = self.accelerator.prepare(policy, optimizer)
+        self.accelerator.register_for_checkpointing(self.scheduler)
         self.reference = reference.to(self.accelerator.device).eval().requires_grad_(False)
         if config.adaptive_kl:
             self.kl_controller = AdaptiveKLController(config.init_kl_coef, config.kl_target, config.kl_horizon)
@@ -182,20 +221,26 @@ class PPOTrainer:
 
     # -- one step ---------------------------------------------------------------------------------
     def step(self) -> dict:
+        """One PPO step on this process's shards of the batch; statistics are averaged over all processes."""
         step = self.state["step"]
         started = time.perf_counter()
         before = dict(self.timer.totals)
         policy = self.accelerator.unwrap_model(self.policy)
-        prompts = sample_prompt_batch(self.prompts, self.config.batch_size, step, self.config.seed)
+        prompts = sample_prompt_batch(self.prompts, self.config.batch_size, step, self.config.seed)  # global batch
+        shards = self.plan.local_shards()
         policy.eval()
-        rollout = collect_rollout(policy, self.reference, self.tokenizer, self.reward_fn, prompts,
-                                  self.kl_controller.value, self.config, step, self.timer,
-                                  autocast=self.accelerator.autocast)
-        stats = rollout_statistics(rollout, self.kl_controller.value)
+        rollouts = [collect_rollout(policy, self.reference, self.tokenizer, self.reward_fn,
+                                    shard.take(prompts, "ppo.batch_size"), self.kl_controller.value, self.config, step,
+                                    self.timer, autocast=self.accelerator.autocast, shard=shard)
+                    for shard in shards]
+        per_shard = [rollout_statistics(r, self.kl_controller.value) for r in rollouts]
+        stats = mean_over_processes(self.accelerator, {k: float(np.mean([p[k] for p in per_shard]))
+                                                       for k in per_shard[0]})
         with self.timer("update"):
-            stats.update(ppo_update(self.policy, self.optimizer, self.accelerator, rollout, self.config, step))
+            stats.update(ppo_update(self.policy, self.optimizer, self.accelerator, rollouts, self.config, step,
+                                    shards))
         self.scheduler.step()
-        # Ziegler et al.: steer with the mean KL per response; n_steps = rollouts in this batch.
+        # Ziegler et al.: steer with the mean KL per response (over all processes); n_steps = rollouts in this batch.
         self.kl_controller.update(stats["kl"], self.config.batch_size)
         seconds = time.perf_counter() - started
         self.state["step"] = step + 1
@@ -203,9 +248,9 @@ class PPOTrainer:
         phases = {f"time_{k}": self.timer.totals[k] - before.get(k, 0.0) for k in self.timer.totals}
         stats.update(step=step + 1, seconds=seconds, episodes_per_second=self.config.batch_size / seconds,
                      learning_rate=self.scheduler.get_last_lr()[0], **phases)
-        stats["samples"] = [q + r for q, r in zip(rollout.queries[:3], rollout.responses[:3])]
+        stats["samples"] = [q + r for q, r in zip(rollouts[0].queries[:3], rollouts[0].responses[:3])]
         self.state["history"].append(stats)
-        self.last_rollout = rollout
+        self.last_rollout = rollouts[0]
         return stats
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -228,8 +273,9 @@ class PPOTrainer:
         return self.state["history"]
 
     def _run_steps(self, progress: bool, callback, stop_after: int | None, stop: StopRequest) -> None:
-        config = self.config
-        bar = tqdm(total=config.max_steps, initial=self.state["step"], desc="PPO", disable=not progress)
+        config, accelerator = self.config, self.accelerator
+        bar = tqdm(total=config.max_steps, initial=self.state["step"], desc="PPO",
+                   disable=not progress or not accelerator.is_main_process)
         done_here, reason = 0, None
         while self.state["step"] < config.max_steps:
             if config.max_minutes is not None and self.state["seconds"] >= 60 * config.max_minutes:
@@ -241,9 +287,13 @@ class PPOTrainer:
             done_here += 1
             bar.update(1)
             bar.set_postfix(score=f"{stats['score']:.2f}", kl=f"{stats['kl']:.2f}", beta=f"{stats['kl_coef']:.3f}")
-            if callback is not None:
+            if callback is not None and accelerator.is_main_process:
                 callback(stats)
-            if stop.requested(self.accelerator):  # once per step on every process (a collective call on several)
+            # once per step on every process: the main process's clock and any process's signal, so all of
+            # them stop after the same step (one leaving early would hang the others' next all-reduce)
+            self.state["seconds"], signalled, _ = agree(accelerator, seconds=self.state["seconds"],
+                                                        stop=stop.signal is not None)
+            if signalled:
                 reason = "signal"
                 break
             if self.state["step"] % config.checkpoint_every == 0:

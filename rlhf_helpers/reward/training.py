@@ -22,6 +22,7 @@ import torch
 
 from ..config import RewardConfig
 from ..core.assets import policy_source
+from ..core.distributed import is_main_process, wait_for_everyone
 from ..core.lock import run_lock
 from ..core.run_card import write_run_card
 from ..core.training import batch_indices, finished_run_card, train_loop
@@ -77,12 +78,13 @@ def train_reward_model(model: RewardModel, tokenizer, train_pairs, eval_pairs: d
     eval_subsets = {v: {k: list(d[k][: config.eval_pairs]) for k in ("chosen_ids", "rejected_ids")}
                     for v, d in eval_pairs.items()}
 
-    def loss_fn(model, step, device):
+    def loss_fn(model, step, shard, device):
         losses, correct, n_pairs = [], 0, 0
         for view, batch_size in batch_sizes.items():
             data = train_views[view]
             seed = config.seed + VIEWS.index(view)  # each view its own batch order
             rows = batch_indices(step, len(data["chosen_ids"]), batch_size, seed).tolist()
+            rows = shard.take(rows, f"reward.{view}_batch_size")  # this micro-batch: the same share of each view
             r_c, r_r = pair_rewards(model, [data["chosen_ids"][i] for i in rows],
                                     [data["rejected_ids"][i] for i in rows], pad_id, device)
             # Sum of per-pair losses; divided by the number of pairs below -> the mean over both views.
@@ -99,7 +101,8 @@ def train_reward_model(model: RewardModel, tokenizer, train_pairs, eval_pairs: d
         return row
 
     with run_lock(output_dir):  # held until the final files are written, not only while training
-        result = train_loop(model, config, output_dir, loss_fn, evaluate, name="reward model", resume=resume,
+        result = train_loop(model, config, output_dir, loss_fn, evaluate, name="reward model",
+                            batch_rows=sum(batch_sizes.values()), resume=resume,
                             progress=progress, stop_after=stop_after, allow_changed_settings=allow_changed_settings)
         state = result.state
         if result.interrupted:
@@ -184,7 +187,9 @@ def stage_reward(config, output_dir: str | Path | None = None, resume: bool = Tr
     """
     output_dir = Path(output_dir) if output_dir else config.artifacts_dir / "reward_model"
     with run_lock(output_dir):  # before loading anything: a second run into the directory fails at once
-        return _stage_reward(config, output_dir, resume, policy, progress, allow_changed_settings)
+        summary = _stage_reward(config, output_dir, resume, policy, progress, allow_changed_settings)
+    wait_for_everyone()  # under `accelerate launch`: the main process has normalised and saved the model
+    return summary
 
 
 def _stage_reward(config, output_dir: Path, resume: bool, policy, progress: bool, allow_changed_settings: bool) -> dict:
@@ -205,6 +210,8 @@ def _stage_reward(config, output_dir: Path, resume: bool, policy, progress: bool
     timings["train"] = metrics.get("train_seconds")  # absent when interrupted
     if metrics.get("interrupted"):
         return {"dir": str(output_dir), **metrics}
+    if not is_main_process():  # normalising, evaluating and saving happen once, on the main process
+        return {"dir": str(output_dir), "steps": metrics["steps"]}
     if metrics["already_finished"]:
         done = _finished_stage_summary(output_dir, metrics)
         if done is not None:
