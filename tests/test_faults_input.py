@@ -200,7 +200,7 @@ def test_more_prompts_than_held_out_evaluates_all_and_says_so(artifacts, monkeyp
         return {"reward": 0.0}, []
 
     monkeypatch.setattr(pipeline, "load_policy", lambda source: (object(), None))
-    monkeypatch.setattr(pipeline, "load_reward_model", lambda source: Scorer())
+    monkeypatch.setattr(pipeline, "load_reward_model", lambda source, **kwargs: Scorer())
     monkeypatch.setattr(pipeline, "default_judges", lambda config: {})
     monkeypatch.setattr(pipeline, "build_dataset", lambda *a, **k: {"input_ids": [torch.tensor([1, 2])] * 3})
     monkeypatch.setattr(pipeline, "evaluate_policy", fake_evaluate)
@@ -511,7 +511,7 @@ def test_stage_ppo_passes_allow_changed_settings_to_maybe_resume(tmp_path, artif
             pass
 
     monkeypatch.setattr(pipeline, "load_policy", lambda source: (object(), None))
-    monkeypatch.setattr(pipeline, "load_reward_model", lambda source: Scorer())
+    monkeypatch.setattr(pipeline, "load_reward_model", lambda source, **kwargs: Scorer())
     monkeypatch.setattr(pipeline, "build_dataset", lambda *args, **kwargs: {"input_ids": []})
     monkeypatch.setattr(pipeline, "PolicyWithValueHead", lambda lm: lm)
     monkeypatch.setattr(pipeline, "PPOTrainer", Trainer)
@@ -542,7 +542,7 @@ def test_evaluate_says_up_front_that_ppo_is_skipped(what, artifacts, monkeypatch
 
     evaluated = []
     monkeypatch.setattr(pipeline, "load_policy", lambda source: (object(), None))
-    monkeypatch.setattr(pipeline, "load_reward_model", lambda source: Scorer())
+    monkeypatch.setattr(pipeline, "load_reward_model", lambda source, **kwargs: Scorer())
     monkeypatch.setattr(pipeline, "default_judges", lambda config: {})
     monkeypatch.setattr(pipeline, "build_dataset", lambda *a, **k: {"input_ids": [torch.tensor([1, 2])] * 3})
     monkeypatch.setattr(pipeline, "evaluate_policy", lambda *a, **k: (evaluated.append(1) or {"reward": 0.0}, []))
@@ -615,7 +615,7 @@ def test_an_interrupted_ppo_stage_saves_no_final_policy_and_run_stops(artifacts,
             pass
 
     monkeypatch.setattr(pipeline, "load_policy", lambda source: (torch.nn.Linear(1, 1), None))
-    monkeypatch.setattr(pipeline, "load_reward_model", lambda source: Scorer())
+    monkeypatch.setattr(pipeline, "load_reward_model", lambda source, **kwargs: Scorer())
     monkeypatch.setattr(pipeline, "build_dataset", lambda *a, **k: {"input_ids": [[1, 2]]})
     monkeypatch.setattr(pipeline, "PolicyWithValueHead", lambda lm: lm)
     monkeypatch.setattr(pipeline, "PPOTrainer", _InterruptedTrainer)
