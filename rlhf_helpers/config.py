@@ -257,6 +257,11 @@ class PPOConfig(TrainConfig):
     Off: IMDb reviews are longer than 16 tokens, so a cut-off response is the normal case here."""
     score_clip: float | None = None
     """If set, clip normalised scores to [-score_clip, score_clip] (TRL option; off)."""
+    fast_path: bool = False
+    """The faster step (benchmarks/bench_ppo.py compares both): the LM head at response positions only, one
+    log-softmax for log-probs and entropy, last-position logits and inverse-CDF sampling in generation, fused
+    Adam. The same objective; another random stream and float rounding, so runs differ from the plain path's.
+    Off by default until the course's recorded runs are redone with it."""
 
     def validate(self, context_length: int | None = None) -> None:
         """Raise a `TypeError` / `ValueError` that says what is allowed, before any model is loaded.

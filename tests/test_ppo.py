@@ -131,3 +131,54 @@ def test_nan_reward_stops_with_the_step_and_keeps_the_checkpoint(tiny_lm, small_
 def test_bad_settings_are_clear_errors(tiny_lm, small_tokenizer, prompts, tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         make_trainer(tiny_lm, small_tokenizer, prompts, tmp_path, **overrides)
+
+
+# ----------------------------------------------------------------------------------------------
+# The fast path (PPOConfig.fast_path): the same numbers up to rounding, the same distribution
+# ----------------------------------------------------------------------------------------------
+
+
+def test_fast_forward_gives_the_plain_log_probs_values_and_entropy(tiny_lm):
+    from rlhf_helpers.policy.logprobs import response_logprobs
+    from rlhf_helpers.ppo.losses import entropy_from_log_softmax, entropy_from_logits
+
+    torch.manual_seed(0)
+    policy = PolicyWithValueHead(copy.deepcopy(tiny_lm))
+    torch.nn.init.normal_(policy.value_head.weight, std=0.1)  # non-zero values, so they are compared too
+    q = torch.tensor([[1, 1, 5, 6], [7, 8, 9, 10]])
+    qm = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    r = torch.tensor([[11, 12, 1], [13, 14, 15]])
+    rm = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    for temperature in (1.0, 0.7):
+        plain = response_logprobs_and_values(policy, q, qm, r, rm, temperature)
+        fast = response_logprobs_and_values(policy, q, qm, r, rm, temperature, fast=True)
+        torch.testing.assert_close(fast[0], plain[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(fast[2], plain[2], atol=1e-6, rtol=0)
+        torch.testing.assert_close(entropy_from_log_softmax(fast[1]), entropy_from_logits(plain[1]), atol=1e-5, rtol=0)
+        torch.testing.assert_close(response_logprobs(tiny_lm, q, qm, r, rm, temperature, response_only=True),
+                                   response_logprobs(tiny_lm, q, qm, r, rm, temperature), atol=1e-5, rtol=0)
+
+
+def test_fast_ppo_update_gives_the_plain_losses_on_the_same_rollout(tiny_lm, small_tokenizer, prompts, tmp_path):
+    from rlhf_helpers.ppo.trainer import ppo_update
+
+    trainer = make_trainer(tiny_lm, small_tokenizer, prompts, tmp_path / "plain")
+    trainer.step()
+    rollout = trainer.last_rollout
+    results = {}
+    for fast in (False, True):
+        t = make_trainer(tiny_lm, small_tokenizer, prompts, tmp_path / str(fast), fast_path=fast)
+        results[fast] = ppo_update(t.policy, t.optimizer, t.accelerator, rollout, t.config, step=0)
+    for key in ("policy_loss", "value_loss", "entropy", "clip_fraction", "ratio_mean"):
+        assert results[True][key] == pytest.approx(results[False][key], abs=1e-4), key
+
+
+def test_inverse_cdf_sampling_draws_from_the_distribution():
+    from rlhf_helpers.policy.generation import _sample_inverse_cdf
+
+    probs = torch.tensor([0.0, 0.5, 0.0, 0.3, 0.2]).repeat(40_000, 1)
+    tokens = _sample_inverse_cdf(probs, torch.Generator().manual_seed(0)).squeeze(-1)
+    counts = torch.bincount(tokens, minlength=5).double() / len(tokens)
+    assert counts[0] == 0 and counts[2] == 0, "a token of probability 0 was drawn"
+    torch.testing.assert_close(counts, probs[0].double(), atol=0.01, rtol=0)
+

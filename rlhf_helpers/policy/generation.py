@@ -191,10 +191,26 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
 # ----------------------------------------------------------------------------------------------
 
 
+def _sample_inverse_cdf(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row of ``probs [B, V]``: the first index whose cumulative probability exceeds u * total,
+    u ~ U[0, 1) (one uniform per row, where the generator lives). Tokens of probability 0 are never chosen
+    (their cumulative sum equals the previous one). Returns ``[B, 1]``."""
+    where = generator.device if generator is not None else probs.device
+    cdf = probs.to(where).cumsum(-1)
+    u = torch.rand(probs.shape[0], 1, generator=generator, device=where, dtype=cdf.dtype)
+    return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_(max=probs.shape[-1] - 1)
+
+
 @torch.no_grad()
 def _sample_batch(model, query_ids, query_mask, n_new, temperature, top_k, top_p, eos_id, pad_id,
-                  generator, use_cache):
-    """Sample up to `n_new` tokens for one left-padded batch. Returns response ids, mask, log-probs."""
+                  generator, use_cache, fast=False):
+    """Sample up to `n_new` tokens for one left-padded batch. Returns response ids, mask, log-probs.
+
+    `fast`: the LM head only at the last position (``logits_to_keep=1``: the prompt pass otherwise projects
+    every prompt position onto the vocabulary) and inverse-CDF sampling (`_sample_inverse_cdf`) instead of
+    ``torch.multinomial``, which draws one exponential variate per vocabulary entry. The same distribution,
+    another random stream.
+    """
     device = query_ids.device
     batch = query_ids.shape[0]
     ids, mask = query_ids, query_mask
@@ -209,15 +225,20 @@ def _sample_batch(model, query_ids, query_mask, n_new, temperature, top_k, top_p
             out = model(input_ids=ids[:, -1:], attention_mask=mask, position_ids=positions[:, -1:],
                         past_key_values=past, use_cache=True)
         else:
-            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=use_cache)
+            keep = {"logits_to_keep": 1} if fast else {}
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=use_cache, **keep)
         past = out.past_key_values if use_cache else None
 
-        logits = out.logits[:, -1, :].float() / temperature
+        logits = out.logits[:, -1, :].float()
+        if temperature != 1.0:  # x / 1.0 is x: skip a copy of [B, V]
+            logits = logits / temperature
         logits = filter_logits(logits, top_k, top_p)
         log_probs = F.log_softmax(logits, dim=-1)
         probs = log_probs.exp()
+        if fast:
+            token = _sample_inverse_cdf(probs, generator).to(device)
         # Sample where the generator lives, so a CPU generator also drives a GPU model.
-        if generator is not None and probs.device != generator.device:
+        elif generator is not None and probs.device != generator.device:
             token = torch.multinomial(probs.to(generator.device), 1, generator=generator).to(device)
         else:
             token = torch.multinomial(probs, 1, generator=generator)
@@ -281,6 +302,7 @@ def generate(
     use_cache: bool = True,
     batch_size: int | None = None,
     return_logprobs: bool = False,
+    fast: bool = False,
 ) -> GenerationOutput:
     """Sample a response for each prompt.
 
@@ -302,6 +324,8 @@ def generate(
         use_cache: reuse past keys/values (fast); False re-runs the whole sequence every step.
         batch_size: generate in chunks of this many prompts (memory); None = all at once.
         return_logprobs: also return the log-prob of each sampled token.
+        fast: last-position logits only and inverse-CDF sampling (`_sample_batch`): the same distribution, a
+            different random stream than ``torch.multinomial`` (PPO's ``fast_path``).
     Returns:
         `GenerationOutput` with ``query_ids/query_mask [B, P]``, ``response_ids/response_mask
         [B, R]`` (R <= max_new_tokens), ``texts``, ``prompts`` and optionally ``logprobs [B, R]``.
@@ -342,7 +366,7 @@ def generate(
             chunk = slice(start, start + step)
             chunks.append(_sample_batch(
                 model, query_ids[chunk, -width:], query_mask[chunk, -width:], n_new, temperature,
-                top_k, top_p, eos_id, pad_id, generator, use_cache))
+                top_k, top_p, eos_id, pad_id, generator, use_cache, fast))
     finally:
         for module, training in modes:
             module.training = training
@@ -383,7 +407,7 @@ def truncate_responses(response_ids, response_mask, lengths: torch.Tensor, pad_i
 def sample_responses(model, tokenizer, prompts, min_tokens: int = 4, max_tokens: int = 16, *, length_seed: int,
                      temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, stop_at_eos: bool = False,
                      generator: torch.Generator | None = None, seed: int | None = None,
-                     batch_size: int | None = None) -> GenerationOutput:
+                     batch_size: int | None = None, fast: bool = False) -> GenerationOutput:
     """One response per prompt, each with its own length drawn from ``LengthSampler(min_tokens, max_tokens)``.
 
     This is how PPO samples its rollouts, how the reward model's normalisation samples the reference policy,
@@ -398,7 +422,8 @@ def sample_responses(model, tokenizer, prompts, min_tokens: int = 4, max_tokens:
         (special tokens skipped).
     """
     out = generate(model, tokenizer, prompts, max_new_tokens=max_tokens, temperature=temperature, top_k=top_k,
-                   top_p=top_p, stop_at_eos=stop_at_eos, generator=generator, seed=seed, batch_size=batch_size)
+                   top_p=top_p, stop_at_eos=stop_at_eos, generator=generator, seed=seed, batch_size=batch_size,
+                   fast=fast)
     sampler = LengthSampler(min_tokens, max_tokens, seed=length_seed)
     lengths = torch.tensor([sampler() for _ in range(len(out.prompts))])
     response_ids, response_mask = truncate_responses(out.response_ids, out.response_mask, lengths,

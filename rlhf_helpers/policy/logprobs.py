@@ -43,12 +43,17 @@ def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Te
     return log_probs.gather(dim=-1, index=tokens.long().unsqueeze(-1)).squeeze(-1)
 
 
-def response_forward(model, query_ids, query_mask, response_ids, response_mask, temperature: float = 1.0):
+def response_forward(model, query_ids, query_mask, response_ids, response_mask, temperature: float = 1.0,
+                     response_only: bool = False):
     """One forward pass over ``[query | response]``, with the checks every response pass needs.
 
     Returns ``(output, window)``: the model's output (``.logits [B, P+R, V]``, and ``.values`` for a
     `PolicyWithValueHead`) and the slice of columns ``P-1 .. P+R-2``, whose outputs predict (and, for values,
     evaluate the state before) each response token: the logits at column c predict the token at column c + 1.
+
+    ``response_only``: project only the last R + 1 positions onto the vocabulary (``logits_to_keep``; the
+    other P - 1 rows of the LM head's matrix multiply are never read). ``output.logits`` is then
+    ``[B, R+1, V]`` and the window is ``0 .. R-1``.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -70,7 +75,12 @@ def response_forward(model, query_ids, query_mask, response_ids, response_mask, 
     n_query, n_response = query_ids.shape[1], response_ids.shape[1]
     input_ids = torch.cat([query_ids, response_ids], dim=1)
     attention_mask = torch.cat([query_mask, response_mask], dim=1).long()
-    output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask))
+    positions = position_ids_from_mask(attention_mask)
+    if response_only:
+        output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                       logits_to_keep=n_response + 1)
+        return output, slice(0, n_response)
+    output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
     return output, slice(n_query - 1, n_query + n_response - 1)
 
 
@@ -82,6 +92,7 @@ def response_logprobs(
     response_mask: torch.Tensor,
     temperature: float = 1.0,
     return_logits: bool = False,
+    response_only: bool = False,
 ):
     """Per-token log-probs of the responses, from one forward pass over ``[query | response]``.
 
@@ -95,6 +106,8 @@ def response_logprobs(
         temperature: divide the logits by this before the softmax; use the sampling temperature.
         return_logits: also return the response logits (already divided by `temperature`), e.g.
             for the entropy of the policy.
+        response_only: the LM head at the response positions only (`response_forward`): the same numbers
+            up to float rounding, less work.
     Returns:
         ``logprobs`` ``[B, R]`` (float32; 0 where `response_mask` is 0), or
         ``(logprobs, logits)`` with logits ``[B, R, V]`` when `return_logits` is True.
@@ -103,7 +116,10 @@ def response_logprobs(
     ``torch.no_grad()`` for the reference model. Dropout must be off (eval mode, or dropout 0 as in
     `new_policy_model`): a train-mode model with active dropout raises ValueError.
     """
-    output, window = response_forward(model, query_ids, query_mask, response_ids, response_mask, temperature)
-    logits = output.logits[:, window, :].float() / temperature
+    output, window = response_forward(model, query_ids, query_mask, response_ids, response_mask, temperature,
+                                      response_only=response_only)
+    logits = output.logits[:, window, :].float()
+    if temperature != 1.0:  # x / 1.0 is x: skip a copy of [B, R, V]
+        logits = logits / temperature
     logprobs = logprobs_from_logits(logits, response_ids) * response_mask
     return (logprobs, logits) if return_logits else logprobs

@@ -134,6 +134,12 @@ def clipped_value_loss(
     return loss, stats
 
 
+def entropy_from_log_softmax(log_softmax: torch.Tensor) -> torch.Tensor:
+    """`entropy_from_logits` when the log-softmax ``[B, T, V]`` is already at hand (no second normalisation)."""
+    p = log_softmax.exp()
+    return -(p * torch.where(p > 0, log_softmax, torch.zeros_like(log_softmax))).sum(dim=-1)
+
+
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Entropy ``[B, T]`` of the softmax over the last dim of ``logits`` ``[B, T, V]``, in nats.
 

@@ -82,7 +82,7 @@ def collect_rollout(policy, reference, tokenizer, reward_fn, prompts, kl_coef: f
         out = sample_responses(policy.lm, tokenizer, prompts, config.response_min_tokens, config.response_max_tokens,
                                length_seed=shard_seed(config.seed * 7_919 + step, shard), temperature=config.temperature,
                                top_k=config.top_k, top_p=config.top_p, stop_at_eos=config.stop_at_eos,
-                               generator=generator)
+                               generator=generator, fast=config.fast_path)
         query_ids, query_mask = out.query_ids.to(device), out.query_mask.to(device)
         response_ids, response_mask = out.response_ids.to(device), out.response_mask.to(device)
         responses = out.texts
@@ -99,8 +99,9 @@ def collect_rollout(policy, reference, tokenizer, reward_fn, prompts, kl_coef: f
             scores = scores.clamp(-config.score_clip, config.score_clip)
     with timer("forward"), autocast():
         logprobs, _, values = response_logprobs_and_values(policy, query_ids, query_mask, response_ids, response_mask,
-                                                           config.temperature)
-        ref_logprobs = response_logprobs(reference, query_ids, query_mask, response_ids, response_mask, config.temperature)
+                                                           config.temperature, fast=config.fast_path)
+        ref_logprobs = response_logprobs(reference, query_ids, query_mask, response_ids, response_mask, config.temperature,
+                                         response_only=config.fast_path)
         rewards, kl = per_token_rewards(scores, logprobs, ref_logprobs, response_mask, kl_coef, config.kl_estimator)
         advantages, returns = compute_gae(rewards, values, response_mask, config.gamma, config.lam)
     return Rollout(query_ids, query_mask, response_ids, response_mask, logprobs, ref_logprobs, values, scores, raw,

@@ -57,7 +57,7 @@ from ..core.signals import StopRequest, stop_on_signals
 from ..core.training import finished_message, finished_run_card, interrupted_message
 from .advantages import masked_mean, masked_whiten_shards
 from .kl import AdaptiveKLController, FixedKLController
-from .losses import clipped_policy_loss, clipped_value_loss, entropy_from_logits
+from .losses import clipped_policy_loss, clipped_value_loss, entropy_from_log_softmax, entropy_from_logits
 from .rollout import Rollout, collect_rollout, rollout_statistics, sample_prompt_batch
 from .value_head import response_logprobs_and_values
 
@@ -95,9 +95,10 @@ def ppo_update(policy, optimizer, accelerator, rollouts: Rollout | list[Rollout]
                 syncing = k == len(rollouts) - 1  # all-reduce the gradients after the last local shard only
                 with contextlib.nullcontext() if syncing else accelerator.no_sync(policy):
                     with accelerator.autocast():  # the same precision as the rollout's passes
+                        # fast path: the third output is the log-softmax, which the entropy reuses
                         logprobs, logits, values = response_logprobs_and_values(
                             policy, rollout.query_ids[idx], rollout.query_mask[idx], rollout.response_ids[idx], mask,
-                            config.temperature)
+                            config.temperature, fast=config.fast_path)
                     pg_loss, pg_stats = clipped_policy_loss(logprobs, rollout.logprobs[idx], adv, mask,
                                                             config.clip_range)
                     vf_loss, vf_stats = clipped_value_loss(values, rollout.values[idx], rollout.returns[idx], mask,
@@ -109,7 +110,8 @@ def ppo_update(policy, optimizer, accelerator, rollouts: Rollout | list[Rollout]
                     # backward whatever happens: every process must take part in the all-reduce
                     accelerator.backward(loss / len(rollouts))
                 with torch.no_grad():
-                    entropy = masked_mean(entropy_from_logits(logits), mask).item()
+                    per_token = entropy_from_log_softmax(logits) if config.fast_path else entropy_from_logits(logits)
+                    entropy = masked_mean(per_token, mask).item()
                 rows.append({"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), "entropy": entropy,
                              **pg_stats, **vf_stats})
             # one decision for all processes: a NaN or a runaway ratio on any shard skips / stops everywhere
@@ -176,7 +178,9 @@ class PPOTrainer:
         self.plan = shard_plan(self.accelerator, config.mini_batch_size, config.micro_batch_size,
                                where="ppo.mini_batch_size", micro_flag="--ppo.micro-batch-size")
         set_seed(config.seed + self.accelerator.process_index)  # separate seeds per process (Huang et al. 2023, "General implementation details")
-        optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
+        # fused: one kernel per parameter group instead of a dozen elementwise passes per tensor (fast path)
+        fused = {"fused": True} if config.fast_path else {}
+        optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, **fused)
         # anneal the learning rate linearly to 0 over the planned steps (Huang et al. 2023, "Policy training implementation details")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / config.max_steps))
         # not prepared: accelerate's wrapper would step it once per process per step (see `core.training`)

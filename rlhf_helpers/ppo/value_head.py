@@ -50,11 +50,14 @@ class PolicyWithValueHead(nn.Module):
     def config(self):
         return self.lm.config
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None) -> PolicyOutput:
+    def forward(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep: int = 0) -> PolicyOutput:
+        """Logits and values at every position, or at the last `logits_to_keep` positions only (0: all)."""
         out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                      output_hidden_states=True)
+                      output_hidden_states=True, logits_to_keep=logits_to_keep)
         # hidden_states[-1] is after GPT-2's final LayerNorm: the same features the LM head reads.
         hidden = out.hidden_states[-1]
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
         return PolicyOutput(logits=out.logits, values=values)
 
@@ -77,7 +80,8 @@ class PolicyWithValueHead(nn.Module):
         return policy
 
 
-def response_logprobs_and_values(policy, query_ids, query_mask, response_ids, response_mask, temperature: float = 1.0):
+def response_logprobs_and_values(policy, query_ids, query_mask, response_ids, response_mask, temperature: float = 1.0,
+                                 fast: bool = False):
     """One forward pass over ``[query | response]``; the response tokens' log-probs, logits and values.
 
     Args:
@@ -85,13 +89,23 @@ def response_logprobs_and_values(policy, query_ids, query_mask, response_ids, re
         response_ids / response_mask: ``[B, R]``, right-padded responses.
         temperature: the sampling temperature: log-probs come from ``logits / temperature``
             (Huang et al. 2023: recompute with the temperature used for sampling).
+        fast: the LM head at the response positions only (`response_forward`'s ``response_only``), and the
+            third output is the log-softmax ``[B, R, V]`` instead of the logits (what the entropy needs, so it
+            is not computed twice).
     Returns:
-        ``logprobs [B, R]`` (0 on padding), ``logits [B, R, V]`` (divided by temperature),
-        ``values [B, R]`` — the value of the state *before* each response token (0 on padding).
+        ``logprobs [B, R]`` (0 on padding), ``logits [B, R, V]`` (divided by temperature; with `fast`: their
+        log-softmax), ``values [B, R]`` — the value of the state *before* each response token (0 on padding).
     """
-    out, window = response_forward(policy, query_ids, query_mask, response_ids, response_mask, temperature)
+    out, window = response_forward(policy, query_ids, query_mask, response_ids, response_mask, temperature,
+                                   response_only=fast)
     mask = response_mask.float()
-    logits = out.logits[:, window, :].float() / temperature
-    logprobs = logprobs_from_logits(logits, response_ids) * mask
+    logits = out.logits[:, window, :].float()
+    if temperature != 1.0:  # x / 1.0 is x: skip a copy of [B, R, V]
+        logits = logits / temperature
     values = out.values[:, window] * mask
+    if fast:
+        log_softmax = torch.log_softmax(logits, dim=-1)
+        logprobs = log_softmax.gather(-1, response_ids.long().unsqueeze(-1)).squeeze(-1) * mask
+        return logprobs, log_softmax, values
+    logprobs = logprobs_from_logits(logits, response_ids) * mask
     return logprobs, logits, values
