@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from ..core.tensors import left_pad, position_ids_from_mask
 from ..data.prompts import LengthSampler
+from .logprobs import scale_logits
 
 MaxNewTokens = Union[int, Callable[[], int]]
 
@@ -229,9 +230,7 @@ def _sample_batch(model, query_ids, query_mask, n_new, temperature, top_k, top_p
             out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=use_cache, **keep)
         past = out.past_key_values if use_cache else None
 
-        logits = out.logits[:, -1, :].float()
-        if temperature != 1.0:  # x / 1.0 is x: skip a copy of [B, V]
-            logits = logits / temperature
+        logits = scale_logits(out.logits[:, -1, :], temperature)
         logits = filter_logits(logits, top_k, top_p)
         log_probs = F.log_softmax(logits, dim=-1)
         probs = log_probs.exp()

@@ -43,6 +43,12 @@ def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Te
     return log_probs.gather(dim=-1, index=tokens.long().unsqueeze(-1)).squeeze(-1)
 
 
+def scale_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``logits / temperature`` in float32; at temperature 1 the float32 logits themselves (no copy of [.., V])."""
+    logits = logits.float()
+    return logits if temperature == 1.0 else logits / temperature
+
+
 def response_forward(model, query_ids, query_mask, response_ids, response_mask, temperature: float = 1.0,
                      response_only: bool = False):
     """One forward pass over ``[query | response]``, with the checks every response pass needs.
@@ -118,8 +124,6 @@ def response_logprobs(
     """
     output, window = response_forward(model, query_ids, query_mask, response_ids, response_mask, temperature,
                                       response_only=response_only)
-    logits = output.logits[:, window, :].float()
-    if temperature != 1.0:  # x / 1.0 is x: skip a copy of [B, R, V]
-        logits = logits / temperature
+    logits = scale_logits(output.logits[:, window, :], temperature)
     logprobs = logprobs_from_logits(logits, response_ids) * response_mask
     return (logprobs, logits) if return_logits else logprobs

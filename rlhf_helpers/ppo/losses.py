@@ -137,6 +137,7 @@ def clipped_value_loss(
 def entropy_from_log_softmax(log_softmax: torch.Tensor) -> torch.Tensor:
     """`entropy_from_logits` when the log-softmax ``[B, T, V]`` is already at hand (no second normalisation)."""
     p = log_softmax.exp()
+    # Replace log 0 = -inf by 0 *before* multiplying, so neither the value nor the gradient is NaN.
     return -(p * torch.where(p > 0, log_softmax, torch.zeros_like(log_softmax))).sum(dim=-1)
 
 
@@ -146,8 +147,4 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     ``log_softmax`` subtracts the logsumexp, so large logits do not overflow. Logits of -inf (tokens
     banned outright) have p = 0 and contribute 0, as ``0 * log 0 = 0`` by convention.
     """
-    logp = torch.log_softmax(logits, dim=-1)
-    p = logp.exp()
-    # Replace log 0 = -inf by 0 *before* multiplying, so neither the value nor the gradient is NaN.
-    logp = torch.where(p > 0, logp, torch.zeros_like(logp))
-    return -(p * logp).sum(dim=-1)
+    return entropy_from_log_softmax(torch.log_softmax(logits, dim=-1))

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import GPT2LMHeadModel
 
-from ..policy.logprobs import logprobs_from_logits, response_forward
+from ..policy.logprobs import logprobs_from_logits, response_forward, scale_logits
 
 
 @dataclass
@@ -99,9 +99,7 @@ def response_logprobs_and_values(policy, query_ids, query_mask, response_ids, re
     out, window = response_forward(policy, query_ids, query_mask, response_ids, response_mask, temperature,
                                    response_only=fast)
     mask = response_mask.float()
-    logits = out.logits[:, window, :].float()
-    if temperature != 1.0:  # x / 1.0 is x: skip a copy of [B, R, V]
-        logits = logits / temperature
+    logits = scale_logits(out.logits[:, window, :], temperature)
     values = out.values[:, window] * mask
     if fast:
         log_softmax = torch.log_softmax(logits, dim=-1)
