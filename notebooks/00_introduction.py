@@ -21,14 +21,29 @@
 # nothing. It covers why RLHF exists, what the course builds, the equations every later notebook
 # implements, and a map of the notebooks.
 #
+# **Learning objectives.** After this notebook you can
+# 1. explain why preferences, not demonstrations alone, drive RLHF, and name the papers that built the recipe;
+# 2. write down the KL-regularised objective, its per-token form, the Bradley–Terry loss and PPO's clipped surrogate;
+# 3. derive and compute the closed-form optimum $\pi^* \propto \pi_{\mathrm{ref}}\, e^{r/\beta}$ on a toy problem (exercise 0.1);
+# 4. predict how the leash β trades reward for KL, and check it with a slider.
+#
+# **Prerequisites.** Python and NumPy; probability (expectations, the softmax, logarithms); what a language model
+# is. No RL background is assumed. **Time:** about 30 minutes of reading; every cell runs in seconds on a laptop CPU.
+# **Takes from earlier notebooks:** nothing — this is the start.
+#
+# **How the course works.** Each notebook has exercises: a function you write, a check from
+# `rlhf_helpers.exercises` that runs it against the package's own implementation and says what is wrong, and a
+# hidden solution. The solved notebooks are in `notebooks/`; your copies, with stubs in place of the solutions, are
+# in `notebooks/learner/` (see the README).
+#
 # **Contents**
 # 1. Why RLHF
 # 2. The task and the two profiles
 # 3. The workflow
 # 4. The objective, in equations
-# 5. The KL leash, solved exactly on a toy problem
+# 5. The KL leash, solved exactly on a toy problem (exercise 0.1, a β slider)
 # 6. Map of the course
-# 7. Glossary and references
+# 7. Glossary, references, takeaways and a self-check
 
 # %% [markdown]
 # ## 1. Why RLHF
@@ -243,7 +258,7 @@ print(f"{'parameters':<24}{count_parameters(tiny):>12,}{count_parameters(gpt2):>
 # reference by the exponentiated reward. A large $\beta$ barely moves it, and a small $\beta$ piles
 # probability on high-reward outputs. It can never put mass where $\pi_{\mathrm{ref}}$ has none. For
 # language, $y$ ranges over all token sequences, so $Z$ cannot be computed. PPO approaches $\pi^*$ by
-# sampling, and DPO (notebook 08+) uses the same identity the other way round, to express $r$ through
+# sampling, and DPO (notebook 08) uses the same identity the other way round, to express $r$ through
 # $\pi^*$.
 #
 # The toy problem below uses a made-up one-dimensional sentiment axis $y$ in place of "all reviews". The
@@ -252,14 +267,39 @@ print(f"{'parameters':<24}{count_parameters(tiny):>12,}{count_parameters(gpt2):>
 # which `scripts/make_figures.py` also uses to draw the course's figure of the KL leash.
 
 # %%
-import inspect
-
+import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 
+from rlhf_helpers import exercises
 from rlhf_helpers.intro import draw_kl_leash, kl_divergence, optimal_policy, toy_problem
 
-print(inspect.getsource(optimal_policy))
+# %% [markdown]
+# ### Exercise 0.1 — `optimal_policy`
+# **Difficulty** ●●○○○ · **Importance** ●●●●○ · about 10 minutes
+#
+# Write $\pi^*(y) = \pi_{\mathrm{ref}}(y)\, \exp(r(y)/\beta)\, /\, Z$ for arrays `pi_ref` and `reward` of shape `(n,)`
+# and a number `beta > 0`; return an array of shape `(n,)` that sums to 1.
+#
+# *Hint:* for β = 0.001, $\exp(r/\beta)$ overflows. Work with logits $\log \pi_{\mathrm{ref}} + r/\beta$ and subtract
+# their maximum before exponentiating (it cancels in the normalisation).
+
+# %%
+def my_optimal_policy(pi_ref, reward, beta):
+    """pi*(y) = pi_ref(y) exp(r(y) / beta) / Z.  Shapes: pi_ref, reward (n,) -> (n,), summing to 1."""
+    ### BEGIN SOLUTION
+    logits = np.log(pi_ref) + reward / beta
+    weights = np.exp(logits - logits.max())  # the shift cancels in the normalisation, and nothing overflows
+    return weights / weights.sum()
+    ### END SOLUTION
+
+
+# %% tags=["nbval-check-output"]
+exercises.check_optimal_policy(my_optimal_policy)
+
+# %% [markdown]
+# From here on the notebook uses the package's `rlhf_helpers.intro.optimal_policy`, which your function now matches.
+# The figure draws $\pi^*$ for four values of β, and the reward–KL frontier they trace.
 
 # %%
 fig = draw_kl_leash(betas=(0.1, 0.3, 1.0, 3.0))
@@ -294,7 +334,7 @@ def objective(p, beta):
 # 1. A tighter leash (larger beta) keeps the optimum closer to the reference and earns less reward.
 assert np.all(np.diff(kls) < 0), kls
 assert np.all(np.diff(mean_rewards) < 0), mean_rewards
-assert mean_rewards[-1] > pi_ref @ reward  # even a loose-ish optimum beats the reference
+assert mean_rewards[-1] > pi_ref @ reward  # even the tightest leash here (beta = 30) earns more than the reference
 
 # 2. The optimum's value is beta * log Z, as derived above.
 for beta, p in zip(betas, policies):
@@ -311,6 +351,39 @@ for _ in range(1000):
 print("closed-form optimum checked")
 
 # %% [markdown]
+# ### Play with the leash
+#
+# Move β and watch $\pi^*$ and its place on the frontier. Before you do, predict: at β = 0.05, does $\pi^*$ reach
+# $y = 4$, where the reward is highest? (The reading above says why not.)
+
+# %%
+y_grid, pi_ref_toy, reward_toy = toy_problem()
+frontier_betas = np.geomspace(0.02, 30, 60)
+frontier = np.array([(kl_divergence(q, pi_ref_toy), q @ reward_toy)
+                     for q in (optimal_policy(pi_ref_toy, reward_toy, b) for b in frontier_betas)])
+
+
+def show_leash(log10_beta=0.0):
+    beta = 10 ** log10_beta
+    pi_star = optimal_policy(pi_ref_toy, reward_toy, beta)
+    kl, mean_reward = kl_divergence(pi_star, pi_ref_toy), pi_star @ reward_toy
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.2))
+    left.fill_between(y_grid, pi_ref_toy, color="#bbbbbb", label="reference")
+    left.plot(y_grid, pi_star, color="tab:blue", label=f"pi*, beta = {beta:.3g}")
+    left.set(xlabel="toy sentiment axis y", ylabel="probability", title="the optimal policy")
+    left.legend()
+    right.plot(frontier[:, 0], frontier[:, 1], color="grey")
+    right.plot([kl], [mean_reward], "o", color="tab:blue")
+    right.set(xlabel="KL(pi* || pi_ref) (nats)", ylabel="E[r]", title=f"KL {kl:.2f} nats, E[r] = {mean_reward:+.3f}")
+    plt.tight_layout()
+    plt.show()
+
+
+show_leash(np.log10(0.05))  # the prediction above, answered (the slider below needs a live kernel)
+widgets.interact(show_leash, log10_beta=widgets.FloatSlider(value=0.0, min=-1.7, max=1.5, step=0.05,
+                                                            description="log10 beta"));
+
+# %% [markdown]
 # ## 6. Map of the course
 #
 # | Notebook | What it does |
@@ -323,7 +396,7 @@ print("closed-form optimum checked")
 # | **05** PPO from scratch, piece by piece | Log-probs, per-token KL rewards, value head, GAE, whitening, clipped losses: each a small function with a test. |
 # | **06** The RLHF training loop | Putting the pieces together: rollouts, scoring, PPO epochs, adaptive KL, logging and run cards. |
 # | **07** Evaluation and analysis | Reward vs KL, perplexity, diversity, an independent judge, samples before and after. |
-# | **08+** Other algorithms | DPO (no reward model, no sampling during training), GRPO and RLOO (no value head: baselines from groups of samples), compared on the same task. |
+# | **08** Beyond PPO | DPO (no reward model, no sampling during training), GRPO and RLOO (no value head: baselines from groups of samples), best-of-n: the reward–KL frontier on the same task. |
 
 # %% [markdown]
 # ## 7. Glossary
@@ -348,7 +421,7 @@ print("closed-form optimum checked")
 #
 # * R. A. Bradley, M. E. Terry (1952). *Rank analysis of incomplete block designs: I. The method of paired comparisons.* Biometrika 39.
 # * P. Christiano, J. Leike, T. Brown, M. Martic, S. Legg, D. Amodei (2017). *Deep reinforcement learning from human preferences.* NeurIPS. arXiv:1706.03741.
-# * J. Schulman, P. Moritz, S. Levine, M. Jordan, P. Abbeel (2015). *High-dimensional continuous control using generalized advantage estimation.* arXiv:1506.02438.
+# * J. Schulman, P. Moritz, S. Levine, M. Jordan, P. Abbeel (2016; arXiv 2015). *High-dimensional continuous control using generalized advantage estimation.* ICLR 2016. arXiv:1506.02438.
 # * J. Schulman, F. Wolski, P. Dhariwal, A. Radford, O. Klimov (2017). *Proximal policy optimization algorithms.* arXiv:1707.06347.
 # * D. Ziegler, N. Stiennon, J. Wu, T. Brown, A. Radford, D. Amodei, P. Christiano, G. Irving (2019). *Fine-tuning language models from human preferences.* arXiv:1909.08593.
 # * N. Stiennon, L. Ouyang, J. Wu, D. Ziegler, R. Lowe, C. Voss, A. Radford, D. Amodei, P. Christiano (2020). *Learning to summarize from human feedback.* NeurIPS. arXiv:2009.01325.
@@ -356,5 +429,41 @@ print("closed-form optimum checked")
 # * T. Korbak, E. Perez, C. Buckley (2022). *RL with KL penalties is better viewed as Bayesian inference.* Findings of EMNLP. arXiv:2205.11275.
 # * R. Rafailov, A. Sharma, E. Mitchell, S. Ermon, C. Manning, C. Finn (2023). *Direct preference optimization: your language model is secretly a reward model.* NeurIPS. arXiv:2305.18290.
 # * S. Huang, M. Noukhovitch, A. Hosseini, K. Rasul, W. Wang, L. Tunstall (2024). *The N+ implementation details of RLHF with PPO: a case study on TL;DR summarization.* arXiv:2403.17031. (And the 2023 ICLR blog-post track: *The N implementation details of RLHF with PPO*.)
+
+# %% [markdown]
+# ## Key takeaways
 #
-# Next: **notebook 01**, preparing IMDb and the prompts.
+# * RLHF learns a **reward model** from comparisons, then optimises the policy against it with RL, on a **KL leash**
+#   to the SFT model so that it stays where the reward model can judge.
+# * The KL-regularised objective has the optimum $\pi^* \propto \pi_{\mathrm{ref}}\, e^{r/\beta}$: it reweights the reference,
+#   never puts mass where the reference has none, and β sets how far it moves.
+# * The first nats of KL buy most of the reward; later ones buy little (the frontier's shape).
+# * In practice the KL is charged per token, the score lands on the last token, and PPO climbs towards $\pi^*$ by
+#   sampling, because $Z$ cannot be computed for language.
+#
+# ## Self-check
+#
+# 1. Why can $\pi^*$ never put probability on an output $y$ with $\pi_{\mathrm{ref}}(y) = 0$, however large $r(y)$ is?
+#
+#    <details><summary>Answer</summary>Because $\pi^*(y) = \pi_{\mathrm{ref}}(y)\, e^{r(y)/\beta}/Z$ is a product with
+#    $\pi_{\mathrm{ref}}(y)$: zero times anything finite is zero. Equivalently, KL(π‖π_ref) is infinite for any π that
+#    puts mass there.</details>
+#
+# 2. What happens to $\pi^*$ as β → 0, and as β → ∞?
+#
+#    <details><summary>Answer</summary>β → 0: all probability goes to the reward's maximisers among the outputs the
+#    reference allows (the unregularised argmax). β → ∞: $\pi^* \to \pi_{\mathrm{ref}}$, the KL goes to 0.</details>
+#
+# 3. In the Bradley–Terry model, what does a reward difference of 0 mean, and what does a difference of 2 mean?
+#
+#    <details><summary>Answer</summary>0: each response is preferred with probability σ(0) = 0.5. 2: the first is
+#    preferred with probability σ(2) ≈ 0.88. Only differences matter: adding a constant to every reward changes
+#    nothing.</details>
+#
+# 4. Why is the KL penalty charged per token rather than once per response?
+#
+#    <details><summary>Answer</summary>The KL of a response is the sum over its tokens of
+#    $\log\pi_\theta(y_t\mid\cdot) - \log\pi_{\mathrm{ref}}(y_t\mid\cdot)$ (in expectation), so each token can carry its
+#    own share; that gives the value function and GAE a dense signal instead of one number at the end.</details>
+#
+# **Next: notebook 01**, preparing IMDb and the prompts.

@@ -62,6 +62,16 @@ def sample_prompt_batch(prompts: list[list[int]], batch_size: int, step: int, se
     return [prompts[i] for i in order[position * batch_size : (position + 1) * batch_size]]
 
 
+def sampling_seeds(seed: int, step: int, shard: Shard | None = None) -> tuple[int, int]:
+    """(token-sampling seed, response-length seed) of `step`'s `shard`.
+
+    Pure functions of (seed, step, shard): a resumed run, and whichever process runs the shard, draw the same
+    responses. Shard 0 of a 1-process run uses the un-sharded seeds (`rlhf_helpers.core.distributed.shard_seed`).
+    """
+    shard = shard or Shard(0, 1)
+    return shard_seed(seed * 1_000_003 + step, shard), shard_seed(seed * 7_919 + step, shard)
+
+
 @torch.no_grad()
 def collect_rollout(policy, reference, tokenizer, reward_fn, prompts, kl_coef: float, config: PPOConfig,
                     step: int, timer: Timer | None = None, autocast=None, shard: Shard | None = None) -> Rollout:
@@ -77,10 +87,11 @@ def collect_rollout(policy, reference, tokenizer, reward_fn, prompts, kl_coef: f
     shard = shard or Shard(0, 1)
     device = next(policy.parameters()).device
     # on the policy's device: a CPU generator would copy every token's probabilities off the GPU
-    generator = torch.Generator(device=device).manual_seed(shard_seed(config.seed * 1_000_003 + step, shard))
+    token_seed, length_seed = sampling_seeds(config.seed, step, shard)
+    generator = torch.Generator(device=device).manual_seed(token_seed)
     with timer("generate"), autocast():
         out = sample_responses(policy.lm, tokenizer, prompts, config.response_min_tokens, config.response_max_tokens,
-                               length_seed=shard_seed(config.seed * 7_919 + step, shard), temperature=config.temperature,
+                               length_seed=length_seed, temperature=config.temperature,
                                top_k=config.top_k, top_p=config.top_p, stop_at_eos=config.stop_at_eos,
                                generator=generator, fast=config.fast_path)
         query_ids, query_mask = out.query_ids.to(device), out.query_mask.to(device)

@@ -62,6 +62,11 @@ from .rollout import Rollout, collect_rollout, rollout_statistics, sample_prompt
 from .value_head import response_logprobs_and_values
 
 
+def minibatch_seed(seed: int, step: int, shard: Shard | None = None) -> int:
+    """The seed of the mini-batch order of `step`'s `shard` (one generator, a fresh permutation per epoch)."""
+    return shard_seed(seed * 999_983 + step, shard or Shard(0, 1))
+
+
 def ppo_update(policy, optimizer, accelerator, rollouts: Rollout | list[Rollout], config: PPOConfig, step: int,
                shards: list[Shard] | None = None) -> dict:
     """Step 5: `ppo_epochs` passes of shuffled mini-batches over the rollouts. Returns averaged statistics.
@@ -80,7 +85,7 @@ def ppo_update(policy, optimizer, accelerator, rollouts: Rollout | list[Rollout]
     # off, so the update sees exactly the network that produced the rollout (Huang et al. 2023, "Policy training implementation details": dropout off).
     policy.eval()
     local_batch, local_mini = config.batch_size // count, config.mini_batch_size // count
-    generators = [torch.Generator().manual_seed(shard_seed(config.seed * 999_983 + step, shard)) for shard in shards]
+    generators = [torch.Generator().manual_seed(minibatch_seed(config.seed, step, shard)) for shard in shards]
     stats: dict[str, list[float]] = {}
     skipped = 0
     for _ in range(config.ppo_epochs):

@@ -1,0 +1,144 @@
+"""Every exercise check can fail, and the learner's notebooks are generated, current, and fail on their stubs.
+
+Each ``tests/test_exercises_*.py`` file lists ``CASES``: (exercise name, reference implementation, [(wrong
+implementation, a fragment its diagnosis must contain), ...]). Here every check must accept its reference,
+reject the stub with the stub message, and reject every wrong implementation with the named diagnosis.
+"""
+
+import importlib.util
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rlhf_helpers import exercises
+from rlhf_helpers.exercises import EXERCISES, ExerciseFailed
+from rlhf_helpers.exercises.learner import (BEGIN, END, MarkerError, has_solution, learner_notebook, strip_solutions,
+                                            write_learner_notebooks)
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+CASE_FILES = sorted(Path(__file__).parent.glob("test_exercises_*.py"))
+
+
+def _load_cases():
+    cases = []
+    for path in CASE_FILES:
+        spec = importlib.util.spec_from_file_location(f"exercise_cases_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        cases += list(module.CASES)
+    return cases
+
+
+CASES = _load_cases()
+BY_NAME = {name: (reference, wrongs) for name, reference, wrongs in CASES}
+WRONG = [(name, wrong, fragment) for name, _, wrongs in CASES for wrong, fragment in wrongs]
+
+
+def check_of(name):
+    return EXERCISES[name].check
+
+
+def stub(*args, **kwargs):
+    raise NotImplementedError()
+
+
+def test_the_course_has_at_least_20_exercises_in_notebooks_01_to_06():
+    in_01_06 = [e for e in EXERCISES.values() if "01" <= e.notebook <= "06"]
+    assert len(in_01_06) >= 20, sorted(EXERCISES)
+    for e in EXERCISES.values():
+        assert 1 <= e.difficulty <= 5 and 1 <= e.importance <= 5 and e.minutes > 0, e
+
+
+def test_every_exercise_has_a_reference_and_a_wrong_implementation():
+    missing = [name for name in EXERCISES if name not in BY_NAME or not BY_NAME[name][1]]
+    assert not missing, f"no CASES (reference + at least one wrong implementation) for: {missing}"
+    unknown = [name for name in BY_NAME if name not in EXERCISES]
+    assert not unknown, f"CASES for exercises that are not registered: {unknown}"
+
+
+@pytest.mark.parametrize("name", sorted(BY_NAME))
+def test_the_check_accepts_the_reference(name, capsys):
+    check_of(name)(BY_NAME[name][0])
+    assert "✓" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(BY_NAME))
+def test_the_check_rejects_the_stub(name):
+    with pytest.raises(ExerciseFailed, match="stub"):
+        check_of(name)(stub)
+
+
+@pytest.mark.parametrize("name,wrong,fragment", WRONG, ids=[f"{n}-{getattr(w, '__name__', 'wrong')}-{i}"
+                                                            for i, (n, w, _) in enumerate(WRONG)])
+def test_the_check_rejects_a_wrong_implementation_and_says_why(name, wrong, fragment):
+    with pytest.raises(ExerciseFailed) as failure:
+        check_of(name)(wrong)
+    assert fragment in str(failure.value), f"{name}: expected the diagnosis {fragment!r}, got:\n{failure.value}"
+
+
+# -- the learner's notebooks ----------------------------------------------------------------------
+
+
+def test_strip_solutions_leaves_nbgraders_stub_at_the_same_indentation():
+    source = f"def f(x):\n    \"\"\"doc\"\"\"\n    {BEGIN}\n    y = x + 1\n    return y\n    {END}\n"
+    assert strip_solutions(source) == 'def f(x):\n    """doc"""\n    # YOUR CODE HERE\n    raise NotImplementedError()'
+    for broken in [f"{BEGIN}\nx", f"x\n{END}", f"{BEGIN}\n{BEGIN}\n{END}"]:
+        with pytest.raises(MarkerError):
+            strip_solutions(broken)
+
+
+def test_the_learner_notebooks_are_current():
+    stale = write_learner_notebooks(NOTEBOOKS, check=True)
+    assert not stale, f"notebooks/learner/ is out of date for {stale}: run python scripts/make_learner_notebooks.py"
+
+
+def _learner_exercises():
+    """(notebook, cell source with the stub, the check it calls, the function it checks) for every exercise cell."""
+    found = []
+    for solved in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        cells = learner_notebook(json.loads(solved.read_text(encoding="utf-8")), solved.name)["cells"]
+        code = [c for c in cells if c["cell_type"] == "code"]
+        for i, cell in enumerate(code):
+            if "raise NotImplementedError()" not in cell["source"] or "# YOUR CODE HERE" not in cell["source"]:
+                continue
+            following = code[i + 1]["source"] if i + 1 < len(code) else ""
+            calls = re.findall(r"exercises\.(check_\w+)\((\w+)", following)
+            assert calls, f"{solved.name}: the exercise cell is not followed by a check cell:\n{cell['source'][:200]}"
+            for check, function in calls:
+                found.append((solved.name, cell["source"], check, function))
+    return found
+
+
+LEARNER_EXERCISES = _learner_exercises()
+
+
+def test_every_registered_exercise_is_in_a_notebook():
+    checked = {check for _, _, check, _ in LEARNER_EXERCISES}
+    missing = [name for name in EXERCISES if f"check_{name}" not in checked]
+    assert not missing, f"exercises with a check but no notebook cell: {missing}"
+
+
+@pytest.mark.parametrize("notebook,source,check,function", LEARNER_EXERCISES,
+                         ids=[f"{n}-{f}" for n, _, _, f in LEARNER_EXERCISES])
+def test_the_learner_notebook_stub_fails_its_check(notebook, source, check, function):
+    namespace = {"torch": torch, "F": F, "math": math, "np": np, "pd": pd}
+    exec(compile(source, f"{notebook} (learner)", "exec"), namespace)
+    with pytest.raises(ExerciseFailed, match="stub"):
+        getattr(exercises, check)(namespace[function])
+
+
+def test_solved_notebooks_mark_every_solution():
+    """No exercise cell in a solved notebook without markers (it would reach the learner solved)."""
+    for solved in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        for cell in json.loads(solved.read_text(encoding="utf-8"))["cells"]:
+            source = "".join(cell["source"])
+            if cell["cell_type"] == "code" and has_solution(source):
+                strip_solutions(source, solved.name)  # balanced markers
