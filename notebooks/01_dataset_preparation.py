@@ -17,14 +17,24 @@
 # # 01 — Dataset preparation: IMDb → prompts
 #
 # PPO needs **prompts**: short beginnings of movie reviews that the policy will continue. This notebook
-# builds them from the IMDb reviews, twice:
+# builds them from the IMDb reviews, twice: once with `pandas`, written by you, so every transformation is
+# visible, and once with the compact `rlhf_helpers.build_dataset(...)` that every later notebook calls — and it
+# checks that both give the same prompts. On the way we look at the data (lengths, labels, HTML tags), train the
+# course's **byte-level BPE tokenizer** on IMDb, and hold out a deterministic evaluation split.
 #
-# 1. step by step with `pandas`, so every transformation is visible;
-# 2. with the compact `rlhf_helpers.build_dataset(...)` that every later notebook calls — and we check that both
-#    give the same prompts.
+# **Learning objectives.** After this notebook you can
+# 1. load IMDb offline, and explain why its row order (sorted by label) forces a shuffle before any split;
+# 2. describe byte-level BPE and why the course has a separate padding token;
+# 3. draw prompt lengths with both bounds included, and diagnose the classic off-by-one of `range(a, b)`
+#    (exercise 1.1);
+# 4. build the prompts of the seed's recipe yourself — filter, clean, tokenize, cut, decode — and match the
+#    package's `build_dataset` row for row (exercise 1.2);
+# 5. hold out an evaluation split that is disjoint from training and the same on every run.
 #
-# On the way we look at the data (lengths, labels, HTML tags), train the course's **byte-level BPE tokenizer**
-# on IMDb, and hold out a deterministic evaluation split.
+# **Prerequisites.** Python, `pandas` and NumPy basics; what a tokenizer does. Notebook 00 for the big picture.
+# **Time:** about 30 minutes, most of it the two exercises; the cells take about a minute in all on a laptop CPU.
+# **Takes from earlier notebooks:** nothing but the course's vocabulary (notebook 00); everything here is built
+# from the IMDb data.
 #
 # **Where the data comes from.** IMDb (Maas et al., 2011, *Learning Word Vectors for Sentiment Analysis*) has
 # 25,000 labelled training reviews. Online, it is `stanfordnlp/imdb` on the Hugging Face hub. This course runs
@@ -34,12 +44,16 @@
 
 # %%
 import inspect
+import math
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
-from rlhf_helpers import LengthSampler, build_dataset, clean_review, get_config, load_imdb, split_train_eval
+from rlhf_helpers import LengthSampler, build_dataset, clean_review, exercises, get_config, load_imdb, split_train_eval
+from rlhf_helpers.course import budget
 from rlhf_helpers.data import imdb_csv_path
 from rlhf_helpers.pipeline import train_course_tokenizer
 
@@ -192,29 +206,98 @@ print("fresh tokenizer == shipped tokenizer")
 # 4. decode them back to text: the `query`.
 #
 # About "between 2 and 8": TRL's old `LengthSampler(2, 8)` drew from Python's `range(2, 8)`, so it never
-# returned 8, while the seed's pandas version included 8. This course **includes both bounds** — `LengthSampler(2, 8)`
-# returns 2, 3, …, 8 — and tests it. Here are 10,000 draws:
+# returned 8, while the seed's pandas version included 8. This course **includes both bounds** —
+# `LengthSampler(2, 8)` returns 2, 3, …, 8 — and tests it. You write the lengths first.
+#
+# ### Exercise 1.1 — `sample_lengths`
+# **Difficulty** ●○○○○ · **Importance** ●●●○○ · about 5 minutes
+#
+# Write `sample_lengths(low, high, n, seed)`: `n` integers drawn uniformly from $\{\text{low}, \text{low}+1, \dots,
+# \text{high}\}$ — **both bounds included** — as a list or NumPy array of shape `(n,)`, from the generator
+# `np.random.default_rng(seed)`, so that the same seed gives the package's `LengthSampler(low, high, seed=seed)`
+# draws, in order:
+#
+# $$N_i \sim \mathcal{U}\{\text{low}, \dots, \text{high}\}, \qquad P(N_i = k) = \frac{1}{\text{high} - \text{low} + 1}.$$
+#
+# *Hint:* like Python's `range`, NumPy's `rng.integers(a, b)` never returns `b`.
 
 # %%
+def sample_lengths(low, high, n, seed):
+    """n prompt lengths, uniform on low..high (both included). Returns an int array of shape (n,)."""
+    ### BEGIN SOLUTION
+    rng = np.random.default_rng(seed)
+    return rng.integers(low, high + 1, size=n)  # the upper bound of integers() is exclusive: ask for high + 1
+    ### END SOLUTION
+
+
+# %% tags=["nbval-check-output"]
+exercises.check_sample_lengths(sample_lengths)
+
+# %% [markdown]
+# Ten thousand of your draws next to the package's sampler — the same numbers, and 8 is among them:
+
+# %%
+draws = pd.Series(sample_lengths(2, 8, 10_000, seed=0))
 sampler = LengthSampler(2, 8, seed=0)
-draws = pd.Series([sampler() for _ in range(10_000)])
+assert draws.tolist() == [sampler() for _ in range(10_000)], "sample_lengths differs from LengthSampler"
 counts = draws.value_counts().sort_index()
 plt.figure(figsize=(6, 3))
 plt.bar(counts.index, counts.values)
 plt.xlabel("prompt length (tokens)")
 plt.ylabel("draws")
-plt.title("LengthSampler(2, 8): uniform over 2..8, both included")
+plt.title("sample_lengths(2, 8, ...): uniform over 2..8, both included")
 plt.show()
 assert counts.index.tolist() == [2, 3, 4, 5, 6, 7, 8]
 
+# %% [markdown]
+# ### Exercise 1.2 — `build_prompts`
+# **Difficulty** ●●○○○ · **Importance** ●●●●○ · about 15 minutes
+#
+# Write `build_prompts(reviews, tokenizer, clean, min_chars, low, high, seed)`, the recipe over a DataFrame:
+#
+# * **in:** `reviews`, a DataFrame with columns `review` (str) and `label` (0/1), $R$ rows; a Hugging Face
+#   `tokenizer`; `clean`, the function that removes `<br />` tags (the notebook passes `clean_review`); the bounds
+#   and seed of the lengths;
+# * **out:** a DataFrame with one row per review longer than `min_chars` characters, in the original order, and
+#   columns `query` (str), `input_ids` (a list of $N_i$ token ids) and `label`.
+#
+# For the $i$-th kept review $x_i$: $N_i$ is the $i$-th of your `sample_lengths(low, high, K, seed)` ($K$ = the
+# number of kept reviews), and
+#
+# $$\texttt{input\_ids}_i = \mathrm{tokenize}(\mathrm{clean}(x_i))[:N_i], \qquad \texttt{query}_i =
+# \mathrm{decode}(\texttt{input\_ids}_i).$$
+#
+# *Hint:* `tokenizer(text, add_special_tokens=False)["input_ids"]` gives the ids of one text (or of a list of
+# texts at once); your `sample_lengths` is not visible inside the function, so draw the lengths with the same
+# one-line call. Tokenizing only `clean(x)[:1000]` is enough for 8 tokens, and faster.
+
 # %%
-sampler = LengthSampler(config.prompt_min_tokens, config.prompt_max_tokens, seed=config.seed)
-prompts_df = kept[["review", "label"]].copy()
-prompts_df["input_ids"] = [
-    tokenizer.encode(clean_review(review)[:1000])[: sampler()] for review in prompts_df["review"]
-]
-prompts_df["query"] = [tokenizer.decode(ids) for ids in prompts_df["input_ids"]]
-prompts_df[["query", "input_ids", "label"]].head(8)
+def build_prompts(reviews, tokenizer, clean, min_chars, low, high, seed):
+    """reviews: DataFrame (review, label), R rows -> DataFrame (query, input_ids, label), one row per review
+    longer than min_chars characters, in order."""
+    ### BEGIN SOLUTION
+    kept = reviews[reviews["review"].str.len() > min_chars]  # strictly longer
+    lengths = np.random.default_rng(seed).integers(low, high + 1, size=len(kept))  # one per kept review, in order
+    texts = [clean(review)[:1000] for review in kept["review"]]  # the first 1,000 characters hold the 8 tokens
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    input_ids = [ids[:n] for ids, n in zip(encoded, lengths)]
+    return pd.DataFrame({"query": [tokenizer.decode(ids) for ids in input_ids], "input_ids": input_ids,
+                         "label": kept["label"].tolist()})
+    ### END SOLUTION
+
+
+# %% tags=["nbval-check-output"]
+exercises.check_build_prompts(build_prompts, tokenizer)
+
+# %% [markdown]
+# Now on IMDb itself (the first few thousand reviews when the tests run this notebook; all of them for you):
+
+# %%
+n_reviews = budget(learner=len(df), ci=3_000)
+prompts_df = build_prompts(df.head(n_reviews), tokenizer, clean_review, config.min_review_chars,
+                           config.prompt_min_tokens, config.prompt_max_tokens, config.seed)
+print(f"{len(prompts_df)} prompts from the first {n_reviews} reviews")
+prompts_df.head(8)
 
 # %% [markdown]
 # ## 4. The compact version: `build_dataset`
@@ -231,12 +314,13 @@ print(dataset[0])
 
 # %%
 assert len(dataset) == 24_895
-same = dataset["query"] == prompts_df["query"].tolist()
-print("pandas walk-through and build_dataset give the same queries:", same)
+# Lengths are drawn row by row, in order, so your prompts for the first reviews are build_dataset's first rows.
+same = dataset["query"][: len(prompts_df)] == prompts_df["query"].tolist()
+print(f"your build_prompts and build_dataset give the same {len(prompts_df)} queries:", same)
 assert same
 
 # %%
-lengths = pd.Series([len(ids) for ids in dataset["input_ids"]])
+lengths = pd.Series([len(ids) for ids in dataset.with_format(None)["input_ids"]])  # plain lists: no tensor per row
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
 lengths.value_counts().sort_index().plot.bar(ax=axes[0], title="prompt length (tokens)", rot=0)
 first_words = pd.Series([q.split()[0] if q.split() else "" for q in dataset["query"]]).value_counts().head(12)
@@ -279,5 +363,40 @@ print("held-out split: disjoint from train, deterministic")
 # datasets (`all`, `train`, `eval`) under `artifacts/<profile>/data/` and writes a run card (config, seed,
 # library versions, counts, timings) beside them; `python -m rlhf_helpers tokenizer` does the same for the
 # tokenizer. Set `RLHF_PROFILE=gpt2` (or pass `--profile gpt2`) to use the hub's IMDb and GPT-2's tokenizer.
+
+# %% [markdown]
+# ## Key takeaways
 #
-# **Next:** notebook 02 trains a GPT-2 to write movie reviews — the policy these prompts are for.
+# * IMDb's 25,000 training rows are balanced but **sorted by label**: shuffle (with a fixed seed) before any split.
+# * The prompts are the first $N \sim \mathcal{U}\{2, \dots, 8\}$ tokens of each cleaned review longer than 200
+#   characters. Both bounds are included; `range(a, b)`-style samplers silently drop the upper one.
+# * `<br />` tags are cleaned in one place (`clean_review`), and the tokenizer has its own `<|pad|>`, so padding is
+#   never confused with a real end of text.
+# * Everything that trains reads the `train` split; everything that evaluates reads the `eval` split. The split is
+#   disjoint and the same on every run.
+#
+# ## Self-check
+#
+# 1. Why would "the last 10% of the rows" be a bad evaluation split for IMDb as shipped?
+#
+#    <details><summary>Answer</summary>The rows are sorted by label: the last 10% are all positive reviews, so
+#    every evaluation would see one class only. Shuffle with a seed first, as `split_train_eval` does.</details>
+#
+# 2. `rng.integers(2, 8)` is called 10,000 times. Which lengths appear, and what goes wrong downstream?
+#
+#    <details><summary>Answer</summary>2 to 7 only: NumPy's upper bound is exclusive. No prompt ever has 8 tokens,
+#    and the prompts (and every later result) differ from the package's, which includes 8.</details>
+#
+# 3. Why does `build_prompts` draw one length per *kept* review, in order, rather than one per row of the raw data?
+#
+#    <details><summary>Answer</summary>So that the $i$-th prompt always gets the $i$-th draw of the seeded generator:
+#    the same seed then gives the same prompts in pandas and in `build_dataset`, and the first $k$ prompts do not
+#    depend on how many rows follow them.</details>
+#
+# 4. Why does the course not pad with `<|endoftext|>`, as GPT-2 code often does?
+#
+#    <details><summary>Answer</summary>Code that finds padding by token id would also hide real end-of-text tokens
+#    (a response that ends with EOS would lose its last token, and the reward read there). A separate `<|pad|>` id
+#    keeps the two apart.</details>
+#
+# **Next: notebook 02** trains a GPT-2 to write movie reviews — the policy these prompts are for.

@@ -41,7 +41,7 @@
 # 4. evaluate a policy on held-out prompts with judges it never saw, and name what each number costs.
 #
 # **Prerequisites:** notebook 05 (every function used here), notebook 03 (the reward model and its normalisation).
-# **Time:** about 15 minutes of work, plus the 5-minute training run (section 4) and a minute of evaluation, on 2 CPU
+# **Time:** about 15 minutes of work, plus the 3–5-minute training run (section 4) and a minute of evaluation, on 2 CPU
 # cores. **Takes from earlier notebooks:** the shipped SFT policy (02) and reward model (03), the prompts (01).
 
 # %%
@@ -124,14 +124,17 @@ pd.Series(before).round(3).to_frame("SFT policy")
 # 5-minute budget buys as many steps as the machine's load allows: three later runs of `python -m rlhf_helpers run`
 # on this machine took 116–126 steps and reached 84–86% on the bag-of-words judge. Read the table as tendencies.
 #
-# When the tests run this notebook they use the faster recipe of `benchmarks/ppo_time_to_result.py` (the fast path,
-# one PPO epoch, learning rate 2e-4) for a fixed 60 steps, so that the test's result does not depend on the machine.
+# **This notebook trains with the faster recipe** of `benchmarks/ppo_time_to_result.py` — the fast path (the LM
+# head only where it is needed, one log-softmax, inverse-CDF sampling, fused Adam), one PPO epoch instead of four,
+# learning rate 2e-4 — for a fixed **150 steps** (the learning rate still anneals over the default 200). In the
+# benchmark this recipe reached in 2.5 minutes what the defaults reach in 5. A fixed number of steps, not minutes,
+# makes the result independent of the machine's speed (a 5-minute budget buys as many steps as the CPU allows).
+# The tests run the same recipe for 60 steps.
 
 # %%
-ppo_config = dataclasses.replace(config.ppo, seed=config.seed)  # the profile's PPO settings, copied
-ppo_config = budget(learner=ppo_config, ci=dataclasses.replace(ppo_config, fast_path=True, ppo_epochs=1,
-                                                               learning_rate=2e-4, max_minutes=None))
-steps_this_run = budget(learner=None, ci=60)  # None: until the 5-minute budget is spent
+ppo_config = dataclasses.replace(config.ppo, seed=config.seed, fast_path=True, ppo_epochs=1, learning_rate=2e-4,
+                                 max_minutes=None)  # the defaults, with the faster recipe's three changes
+steps_this_run = budget(learner=150, ci=60)
 pd.Series({k: str(v) for k, v in vars(ppo_config).items()}).to_frame("value")
 
 # %% [markdown]
@@ -309,8 +312,8 @@ assert weights_apart < 1e-3 * moved, (weights_apart, moved)
 # sampling are pure functions of (seed, step), so the resumed run continues the very same trajectory (a unit test
 # checks that 2 + 2 steps give the same weights as 4).
 #
-# **This cell takes about 5 minutes** (the `max_minutes` budget; 2–4 s per step on 2 cores, depending on the CPU); the plots refresh
-# every 5 steps.
+# **This cell takes 3–5 minutes** (150 steps of 1–2 s on 2 cores, depending on the CPU); the plots refresh every 5
+# steps.
 
 # %%
 run_dir = tempfile.mkdtemp(dir=workdir.name)  # a fresh directory: re-running this cell starts a new run
@@ -435,8 +438,8 @@ assert after["positive_rate/bag_of_words"] > before["positive_rate/bag_of_words"
 assert after["positive_rate/vader"] > before["positive_rate/vader"] + 0.1, "VADER: positive rate should go up"
 assert after["kl"] <= 6.0, "the KL leash should hold (target: 6 nats per response)"
 assert after["ref_perplexity"] < 1.5 * before["ref_perplexity"], "perplexity under SFT should not blow up"
-if not in_ci():  # the full 5-minute run (runs land between about 84% and 90%, see section 2)
-    assert after["positive_rate/bag_of_words"] >= 0.8, after
+if not in_ci():  # the full 150 steps (the benchmark's run of this recipe: 85.5% after 106 steps, 87.1% after 139)
+    assert after["positive_rate/bag_of_words"] >= 0.75, after
 print("reward up, both judges up, KL within the leash, perplexity under SFT did not blow up")
 
 # %% [markdown]
