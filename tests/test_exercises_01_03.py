@@ -267,23 +267,7 @@ def test_every_exercise_of_01_to_03_has_cases():
     assert registered == {name for name, _, _ in CASES}
 
 
-@pytest.mark.parametrize("name, reference", [(n, r) for n, r, _ in CASES], ids=[n for n, _, _ in CASES])
-def test_the_reference_passes(name, reference, capsys):
-    EXERCISES[name].check(reference)
-    assert capsys.readouterr().out.startswith(f"✓ {name}: all ")
-
-
-@pytest.mark.parametrize("name", [n for n, _, _ in CASES])
-def test_a_stub_is_reported_as_a_stub(name):
-    with pytest.raises(ExerciseFailed, match="stub"):
-        EXERCISES[name].check(stub)
-
-
-@pytest.mark.parametrize("name, wrong, fragment", WRONG, ids=[f"{n}-{w.__name__}-{i}" for i, (n, w, _) in enumerate(WRONG)])
-def test_a_wrong_implementation_is_named(name, wrong, fragment):
-    with pytest.raises(ExerciseFailed) as caught:
-        EXERCISES[name].check(wrong)
-    assert fragment in str(caught.value), f"expected {fragment!r} in the message:\n{caught.value}"
+# The reference / stub / wrong-implementation tests of these CASES run in tests/test_exercises.py.
 
 
 # ----------------------------------------------------------------------------------------------
