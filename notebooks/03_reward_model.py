@@ -44,9 +44,10 @@
 # 5. explain why the reward is normalised on samples of the SFT policy, and check that it is.
 #
 # **Prerequisites.** Notebooks 01 (the held-out split) and 02 (the SFT policy, its tokenizer, padding and masks);
-# the sigmoid and logistic regression. **Time:** about an hour: the three exercises, and cells that run about 10
-# minutes in all on a laptop CPU, most of it in two live trainings of 2–3 minutes each (sections 4 and 5), both
-# optional: every later section uses the shipped reward model.
+# the sigmoid and logistic regression. **Time:** about an hour: the three exercises, and cells that run 10–30
+# minutes in all on a laptop CPU, most of it in two live trainings (sections 4 and 5) of 2–3 minutes each on a
+# 2-core CPU with bf16 instructions and up to about 10 on one without or on a busy machine (each prints its time),
+# both optional: every later section uses the shipped reward model.
 # **Takes from notebook 02:** the shipped SFT policy (the reward model starts from its transformer) and its
 # tokenizer; from notebook 01, the train / eval split.
 
@@ -321,9 +322,10 @@ print("same reward alone / right-padded / left-padded / both:",
 # ```
 #
 # A short live run, "killed" half-way and resumed from its checkpoint: a small fraction of the shipped model's
-# training (its run card, read below, has the numbers). **The training cell takes about 2–3 minutes** on a 2-core
-# CPU, with a progress bar; nothing after this section uses the model it trains (the later sections
-# score the shipped one), so you may skip it.
+# training (its run card, read below, has the numbers). **The training cell takes 2–3 minutes** on a 2-core CPU
+# with bf16 instructions (AVX512-BF16 or AMX), and up to about 10 on one without or on a busy machine, as in the run
+# recorded here (a progress bar shows where it is; the last line prints the time and whether bf16 was used).
+# Nothing after this section uses the model it trains (the later sections score the shipped one), so you may skip it.
 
 # %% tags=["nbval-check-output"]
 shipped_dir = shipped_reward_model_dir(config.name)
@@ -428,8 +430,9 @@ assert abs(trl_loss - our_loss) < 1e-5
 # then cosine to 10%, clipping at 1, bf16 where fast; no gradient checkpointing, which TRL turns on by default and
 # which only costs time on a small model). TRL samples batches at random from the mixed pairs, so short snippets
 # would be padded to full-review length; `group_by_length` batches pairs of similar length together instead.
-# **This cell takes about 2–3 minutes** on a 2-core CPU (with a progress bar); the cells after it read the recorded
-# run, so you may skip it.
+# **This cell takes 2–3 minutes** on a 2-core CPU with bf16 instructions, and up to about 10 on one without or on a
+# busy machine (a progress bar shows where it is; the last line prints the time); the cells after it read the
+# recorded run, so you may skip it.
 
 # %%
 trl_steps = budget(learner=40, ci=3)
@@ -519,7 +522,8 @@ exercises.check_pair_accuracy(pair_accuracy)
 # hundred when the tests run this notebook); TRL's row comes from its recorded run (its run card, evaluated with the
 # same code at the end of training, on all pairs), since its weights are not shipped. The reward model reads at most
 # 256 tokens of a review, so longer reviews are cut, with a warning: we catch it and print its message.
-# **This cell takes about a minute** (a progress bar counts the four sets of texts: chosen and rejected, two views).
+# **This cell takes one to three minutes** (a progress bar counts the four sets of texts: chosen and rejected, two
+# views; the cell prints its time).
 
 # %%
 shipped_dir = shipped_reward_model_dir(config.name)
@@ -677,7 +681,7 @@ print("positive held-out reviews score higher than negative ones on average, in 
 # 2. **The SFT policy's own samples** (the normalisation set): reward against the response length, the
 #    quantity PPO can change.
 #
-# The first probe scores 6,000 texts: **about half a minute**, with a progress bar over the prefix lengths.
+# The first probe scores 6,000 texts: **half a minute to two minutes**, with a progress bar over the prefix lengths.
 
 # %%
 ks = [4, 8, 12, 16, 24, 32, 48, 64, 96, 128]
