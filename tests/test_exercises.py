@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from rlhf_helpers import exercises
 from rlhf_helpers.exercises import EXERCISES, ExerciseFailed
-from rlhf_helpers.exercises.learner import (BEGIN, END, MarkerError, has_solution, learner_notebook, strip_solutions,
-                                            write_learner_notebooks)
+from rlhf_helpers.exercises.learner import (BEGIN, END, MarkerError, has_solution, learner_notebook, solution_only,
+                                            strip_solutions, stub_functions, write_learner_notebooks)
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -142,3 +142,36 @@ def test_solved_notebooks_mark_every_solution():
             source = "".join(cell["source"])
             if cell["cell_type"] == "code" and has_solution(source):
                 strip_solutions(source, solved.name)  # balanced markers
+
+
+# Notebooks whose solution cells need nothing but torch / F / math / np / pd (06's call the package's PPO pieces).
+SELF_CONTAINED = ["01_dataset_preparation", "02_sft_policy", "03_reward_model", "04_trl_walkthrough",
+                  "05_ppo_from_scratch"]
+
+
+def restricted_namespace() -> dict:
+    return {"torch": torch, "F": F, "math": math, "np": np, "pd": pd}
+
+
+@pytest.mark.parametrize("notebook", SELF_CONTAINED)
+def test_solution_cells_pass_their_checks_with_only_the_allowed_names(notebook, capsys):
+    """Each solved cell, exec'd alone, passes its check; the same cell stubbed fails it as a stub."""
+    cells = json.loads((NOTEBOOKS / f"{notebook}.ipynb").read_text(encoding="utf-8"))["cells"]
+    sources = [s for s in ("".join(c["source"]) for c in cells if c["cell_type"] == "code") if has_solution(s)]
+    expected = {name for name, e in EXERCISES.items() if e.notebook == notebook[:2]}
+    found = set()
+    for source in sources:
+        names = stub_functions(source)
+        assert names, f"{notebook}: an exercise cell defines no function:\n{source[:200]}"
+        stubbed, solved = restricted_namespace(), restricted_namespace()
+        exec(compile(strip_solutions(source), f"{notebook} (stubbed)", "exec"), stubbed)
+        exec(compile(solution_only(source), f"{notebook} (solution)", "exec"), solved)
+        for name in names:
+            assert callable(stubbed[name]) and callable(solved[name])
+            if name in EXERCISES:
+                with pytest.raises(ExerciseFailed, match="stub"):
+                    EXERCISES[name].check(stubbed[name])
+                EXERCISES[name].check(solved[name])
+                found.add(name)
+    assert found == expected, f"{notebook}: exercises without a solution cell: {sorted(expected - found)}"
+    assert capsys.readouterr().out.count("✓") == len(expected)
