@@ -41,7 +41,7 @@
 # 4. evaluate a policy on held-out prompts with judges it never saw, and name what each number costs.
 #
 # **Prerequisites:** notebook 05 (every function used here), notebook 03 (the reward model and its normalisation).
-# **Time:** about 15 minutes of work, plus the 3–5-minute training run (section 4) and a minute of evaluation, on 2 CPU
+# **Time:** about 15 minutes of work, plus the 2–3-minute training run (section 4) and a minute of evaluation, on 2 CPU
 # cores. **Takes from earlier notebooks:** the shipped SFT policy (02) and reward model (03), the prompts (01).
 
 # %%
@@ -301,9 +301,11 @@ assert torch.allclose(torch.tensor(side_by_side.iloc[:, 0].values), torch.tensor
 assert weights_apart < 1e-3 * moved, (weights_apart, moved)
 
 # %% [markdown]
-# Equal up to float rounding: the trainer whitens the advantages from sums that can be added across processes, your
-# `masked_whiten` from centred values, and the two round differently in the last bits. So `PPOTrainer` *is* this
-# loop; from here on it runs it, because it also checkpoints, resumes and logs.
+# The same numbers, and after the update the same weights. On one process the trainer whitens each mini-batch
+# with `masked_whiten` itself; on several processes it whitens from sums added across the processes' shards, which
+# is the same formula rounded differently in the last bits — which is why the assertions above allow a tolerance
+# instead of demanding equality. So `PPOTrainer` *is* this loop; from here on it runs it, because it also
+# checkpoints, resumes and logs.
 #
 # ## 4. Train, with live plots — and an interruption
 #
@@ -312,8 +314,9 @@ assert weights_apart < 1e-3 * moved, (weights_apart, moved)
 # sampling are pure functions of (seed, step), so the resumed run continues the very same trajectory (a unit test
 # checks that 2 + 2 steps give the same weights as 4).
 #
-# **This cell takes 3–5 minutes** (150 steps of 1–2 s on 2 cores, depending on the CPU); the plots refresh every 5
-# steps.
+# **This cell takes about 2 minutes** on 2 cores with bf16 instructions (150 steps; the cell prints its time), about
+# 1.5 times as long on a CPU without them (float32), and much longer when other programs share the cores; the plots
+# refresh every 5 steps.
 
 # %%
 run_dir = tempfile.mkdtemp(dir=workdir.name)  # a fresh directory: re-running this cell starts a new run
@@ -436,11 +439,14 @@ widgets.interact_manual(side_by_side_for, prompt=widgets.Text(value="The acting 
 assert after["reward"] > before["reward"] + 0.5, "the reward model's score should go up"
 assert after["positive_rate/bag_of_words"] > before["positive_rate/bag_of_words"] + 0.2, "bag of words: positive rate should go up"
 assert after["positive_rate/vader"] > before["positive_rate/vader"] + 0.1, "VADER: positive rate should go up"
-assert after["kl"] <= 6.0, "the KL leash should hold (target: 6 nats per response)"
+# The adaptive controller steers the KL towards its target but does not cap it: each step it multiplies beta by
+# 1 + e * 64 / 10,000 with the relative error e clipped to +-0.2 (at most 0.13% a step), so a 150-step run can end a
+# little above the target; far above it means the leash is not working.
+assert after["kl"] <= 1.25 * ppo_config.kl_target, f"the KL leash should hold (target {ppo_config.kl_target} nats)"
 assert after["ref_perplexity"] < 1.5 * before["ref_perplexity"], "perplexity under SFT should not blow up"
 if not in_ci():  # the full 150 steps (the benchmark's run of this recipe: 85.5% after 106 steps, 87.1% after 139)
     assert after["positive_rate/bag_of_words"] >= 0.75, after
-print("reward up, both judges up, KL within the leash, perplexity under SFT did not blow up")
+print("reward up, both judges up, KL near its target, perplexity under SFT did not blow up")
 
 # %% [markdown]
 # ## 8. Save it
@@ -479,11 +485,13 @@ print(sorted(os.listdir(saved)))
 #    "old" policy of the ratio and the targets of the losses. Gradients are needed only for the policy being updated,
 #    whose log-probs change after every optimiser step, so the update must recompute them.</details>
 #
-# 2. Your update and the trainer's differ in the last bits. Where does the difference come from, and why is it harmless?
+# 2. On one process your step and the trainer's agree to the last bit. On four processes they would differ in the
+#    last bits. Where would the difference come from, and why is it harmless?
 #
-#    <details><summary>Answer</summary>Whitening: the trainer computes the mean and variance from sums (so that shards on
-#    several processes can add them), `masked_whiten` from centred values. Both are the same formula; floating point
-#    rounds them differently in the last bits, far below the size of one update.</details>
+#    <details><summary>Answer</summary>Whitening: with several processes each holds a shard of every mini-batch, so the
+#    trainer computes the mean and variance from sums that the processes add together, while `masked_whiten` works on
+#    centred values of one tensor. Both are the same formula; floating point rounds them differently in the last bits,
+#    far below the size of one update.</details>
 #
 # 3. Halfway through a run the score keeps rising, the KL passes 20 nats and the perplexity under the reference
 #    explodes. What is happening, and which knob do you turn?
