@@ -395,7 +395,7 @@ widgets.interact(show_leash, log10_beta=widgets.FloatSlider(value=0.0, min=-1.7,
 # | **04** TRL source walkthrough | Reading TRL's implementation of RLHF trainers: where each equation of §4 lives and which details it adds. |
 # | **05** PPO from scratch, piece by piece | Log-probs, per-token KL rewards, value head, GAE, whitening, clipped losses: each a small function with a test. |
 # | **06** The RLHF training loop | Putting the pieces together: rollouts, scoring, PPO epochs, adaptive KL, logging and run cards. |
-# | **07** Evaluation and analysis | Reward vs KL, perplexity, diversity, an independent judge, samples before and after. |
+# | **07** Evaluation and analysis | Judges and their accuracy, the spread over seeds, reward over-optimisation against √KL (Gao et al.), reward hacking live, best-of-n, fine-tuning on positive reviews, what the reward model rewards. |
 # | **08** Beyond PPO | DPO (no reward model, no sampling during training), GRPO and RLOO (no value head: baselines from groups of samples), best-of-n: the reward–KL frontier on the same task. |
 
 # %% [markdown]

@@ -9,6 +9,10 @@ policy can exploit its reward model ("reward hacking"). We judge with models tha
   reviews' labels, a different model family from the reward model.
 
 Each judge maps ``list[str] -> numpy bool array`` (True = positive).
+
+Their accuracy on the 2,489 held-out IMDb reviews of the tiny profile (`held_out_accuracy`, measured in notebook
+07): VADER 69.4% on whole reviews, 61.8% on a review's first 20 words; bag of words 91.0% and 72.5%. The course's
+texts are short (a 2–8-token prompt and a 4–16-token response), so a judged positive rate is a noisy measurement.
 """
 
 from __future__ import annotations
@@ -57,8 +61,24 @@ class BagOfWordsJudge:
     def log_odds(self, texts: list[str]) -> np.ndarray:
         return self.baseline.score(list(texts))
 
+    def probability(self, texts: list[str]) -> np.ndarray:
+        """``[N]`` p(positive) = sigmoid(log-odds): a continuous score, the course's gold reward (notebook 07)."""
+        return 1.0 / (1.0 + np.exp(-self.log_odds(texts)))
+
     def __call__(self, texts: list[str]) -> np.ndarray:
         return self.log_odds(texts) > 0
+
+
+def held_out_accuracy(judges: dict, config=None, first_words: int | None = None) -> dict[str, float]:
+    """Each judge's accuracy on the labelled held-out IMDb reviews (the eval split, never used to fit a judge).
+
+    `first_words`: judge only each review's first N words — closer to what the judges see in the course, a
+    prompt of 2–8 tokens and a 4–16-token response, than a whole review."""
+    held_out = load_imdb_splits(config)["eval"]
+    texts, labels = list(held_out["text"]), np.asarray(held_out["label"], dtype=bool)
+    if first_words is not None:
+        texts = [" ".join(t.split()[:first_words]) for t in texts]
+    return {name: float((np.asarray(judge(texts)) == labels).mean()) for name, judge in judges.items()}
 
 
 def default_judges(config=None) -> dict:
