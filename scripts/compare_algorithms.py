@@ -31,6 +31,7 @@ def main() -> None:
 
     from rlhf_helpers import build_dataset, get_config
     from rlhf_helpers.beyond_ppo.grpo_rloo import train_trl
+    from rlhf_helpers.core.precision import resolve_mixed_precision
     from rlhf_helpers.core.run_card import write_run_card
     from rlhf_helpers.evaluation import default_judges, evaluate_policy
     from rlhf_helpers.pipeline import stage_ppo
@@ -53,8 +54,10 @@ def main() -> None:
             runs["ppo"] = {"steps": summary["steps"], "train_seconds": summary["seconds"], "history": history,
                            "settings": card["config"]["ppo"], "dir": str(work / "ppo")}
         else:
-            # bf16 autocast as in our PPO (PPOConfig.mixed_precision "auto"), so the budget buys the same compute.
-            result = train_trl(algorithm, work / algorithm, dataclasses.replace(config.ppo), bf16=True)
+            # the precision our PPO gets from PPOConfig.mixed_precision "auto" (bf16 only where the CPU has bf16
+            # instructions: forced bf16 is emulated, and ~10x slower, elsewhere), so the budget buys the same compute
+            bf16 = resolve_mixed_precision(config.ppo.mixed_precision) == "bf16"
+            result = train_trl(algorithm, work / algorithm, dataclasses.replace(config.ppo), bf16=bf16)
             history = [{**h, "kl": h["kl_per_response"]} for h in result["history"]]
             runs[algorithm] = {"steps": result["steps"], "train_seconds": round(result["train_seconds"], 1),
                                "history": history, "settings": {k: str(v) for k, v in result["settings"].items()},
