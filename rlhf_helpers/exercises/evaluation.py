@@ -1,10 +1,10 @@
 """Checks of notebook 07's exercises: measuring a policy and the over-optimisation of its reward model.
 
 * ``distinct_n``: unique n-grams / all n-grams over a set of responses, against `rlhf_helpers.evaluation.distinct_n`.
-* ``best_of_n_kl``: KL(best-of-n || base) = log n - (n - 1) / n, against
-  `rlhf_helpers.evaluation.overoptimisation.best_of_n_kl`.
 * ``fit_rl_curve``: least squares of Gao et al. 2022's RL form R(d) = d (alpha - beta log d), against
   `rlhf_helpers.evaluation.overoptimisation.fit_overoptimisation`.
+* ``best_of_n_kl``: KL(best-of-n || base) = log n - (n - 1) / n, against
+  `rlhf_helpers.evaluation.overoptimisation.best_of_n_kl`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ..evaluation.overoptimisation import best_of_n_kl as reference_best_of_n_kl
 from ..evaluation.overoptimisation import fit_overoptimisation
 from .checking import call, exercise, expect, expect_close, passed
 
-__all__ = ["check_distinct_n", "check_best_of_n_kl", "check_fit_rl_curve"]
+__all__ = ["check_distinct_n", "check_fit_rl_curve", "check_best_of_n_kl"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -73,28 +73,6 @@ def check_distinct_n(fn) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Exercise 7.3: the KL of best-of-n
-# ----------------------------------------------------------------------------------------------
-
-
-@exercise("07", "best_of_n_kl", difficulty=1, importance=4, minutes=5)
-def check_best_of_n_kl(fn) -> None:
-    """`fn(n: int) -> float`: KL(best-of-n || base policy) in nats, log n - (n - 1) / n."""
-    ns = (1, 2, 4, 16, 64, 1000)
-    for n in ns:
-        case = f"n = {n}"
-        answer = call(fn, n, case=case)
-        expect_close(float(answer), torch.tensor(reference_best_of_n_kl(n), dtype=torch.float64), "best_of_n_kl",
-                     case=case, atol=1e-9, diagnoses=[
-                         (torch.tensor(math.log(n)), "that is log n alone: the bound is log n - (n - 1) / n (best-of-1 "
-                          "is the base policy itself, KL 0)."),
-                         (torch.tensor(math.log(n) + (n - 1) / n), "the sign of (n - 1) / n: it is subtracted."),
-                         (torch.tensor(math.log2(n) - (n - 1) / n), "log base 2: KL in nats uses the natural log."),
-                     ], hint="KL(best-of-n || base) = log n - (n - 1) / n.")
-    passed("best_of_n_kl", len(ns))
-
-
-# ----------------------------------------------------------------------------------------------
 # Exercise 7.2: fitting Gao et al.'s RL curve
 # ----------------------------------------------------------------------------------------------
 
@@ -140,3 +118,25 @@ def check_fit_rl_curve(fn) -> None:
                           "d (alpha - beta log d)."),
                      ], hint="np.linalg.lstsq(np.stack([d, -d * log d], 1), gold - gold[0]) with log d := 0 at d = 0.")
     passed("fit_rl_curve", len(cases))
+
+
+# ----------------------------------------------------------------------------------------------
+# Exercise 7.3: the KL of best-of-n
+# ----------------------------------------------------------------------------------------------
+
+
+@exercise("07", "best_of_n_kl", difficulty=1, importance=4, minutes=5)
+def check_best_of_n_kl(fn) -> None:
+    """`fn(n: int) -> float`: KL(best-of-n || base policy) in nats, log n - (n - 1) / n."""
+    ns = (1, 2, 4, 16, 64, 1000)
+    for n in ns:
+        case = f"n = {n}"
+        answer = call(fn, n, case=case)
+        expect_close(float(answer), torch.tensor(reference_best_of_n_kl(n), dtype=torch.float64), "best_of_n_kl",
+                     case=case, atol=1e-9, diagnoses=[
+                         (torch.tensor(math.log(n)), "that is log n alone: the bound is log n - (n - 1) / n (best-of-1 "
+                          "is the base policy itself, KL 0)."),
+                         (torch.tensor(math.log(n) + (n - 1) / n), "the sign of (n - 1) / n: it is subtracted."),
+                         (torch.tensor(math.log2(n) - (n - 1) / n), "log base 2: KL in nats uses the natural log."),
+                     ], hint="KL(best-of-n || base) = log n - (n - 1) / n.")
+    passed("best_of_n_kl", len(ns))
