@@ -1,0 +1,95 @@
+"""DPO from scratch (`rlhf_helpers.beyond_ppo.dpo`): the paper's loss by hand, and TRL 1.16's `DPOTrainer` loss
+on the same batch and weights."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from rlhf_helpers.beyond_ppo.dpo import dpo_loss, implicit_rewards, preference_metrics, sequence_logprobs
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+
+
+def test_the_loss_is_minus_log_sigmoid_of_beta_times_the_margin_of_log_ratios():
+    pc, pr = torch.tensor([-10.0, -4.0]), torch.tensor([-12.0, -3.0])
+    rc, rr = torch.tensor([-11.0, -4.5]), torch.tensor([-11.0, -3.5])
+    loss, chosen, rejected = dpo_loss(pc, pr, rc, rr, beta=0.5)
+    by_hand = [-math.log(1 / (1 + math.exp(-0.5 * ((-10 + 11) - (-12 + 11))))),
+               -math.log(1 / (1 + math.exp(-0.5 * ((-4 + 4.5) - (-3 + 3.5)))))]
+    assert loss.item() == pytest.approx(sum(by_hand) / 2)
+    assert chosen.tolist() == pytest.approx([0.5, 0.25]) and rejected.tolist() == pytest.approx([-0.5, 0.25])
+    assert preference_metrics(chosen, rejected) == pytest.approx(
+        {"accuracy": 0.5, "margin": 0.5, "chosen_reward": 0.375, "rejected_reward": -0.125})
+    # the reference matters: without it (pi_ref = 1), the same policy gives another loss
+    assert dpo_loss(pc, pr, torch.zeros(2), torch.zeros(2), beta=0.5)[0].item() != pytest.approx(loss.item())
+    # finite for huge margins, where log(sigmoid) underflows
+    assert torch.isfinite(dpo_loss(torch.tensor([-1e4]), torch.tensor([0.0]), torch.tensor([0.0]),
+                                   torch.tensor([0.0]), beta=1.0)[0])
+    with pytest.raises(ValueError, match="beta"):
+        dpo_loss(pc, pr, rc, rr, beta=0.0)
+
+
+def test_implicit_rewards_carry_no_gradient():
+    logps = torch.tensor([-3.0], requires_grad=True)
+    chosen, _ = implicit_rewards(logps, logps, torch.tensor([-2.0]), torch.tensor([-2.0]), beta=0.1)
+    assert not chosen.requires_grad and chosen.item() == pytest.approx(-0.1)
+
+
+def test_sequence_logprobs_sum_the_completion_tokens_only(small_tokenizer):
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(small_tokenizer), n_positions=16, n_embd=16, n_layer=1,
+                                       n_head=2)).eval()
+    ids = torch.tensor([[5, 6, 7, 8, 0], [5, 9, 10, 0, 0]])
+    attention = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]])
+    completion = torch.tensor([[0, 0, 1, 1, 0], [0, 1, 1, 0, 0]])
+    got = sequence_logprobs(model, ids, attention, completion)
+    with torch.no_grad():
+        logp = model(input_ids=ids, attention_mask=attention).logits.log_softmax(-1)
+    expected = torch.stack([logp[0, 1, 7] + logp[0, 2, 8], logp[1, 0, 9] + logp[1, 1, 10]])
+    torch.testing.assert_close(got.detach(), expected)
+
+
+@pytest.fixture(scope="module")
+def model_dir(small_tokenizer, tmp_path_factory):
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(small_tokenizer), n_positions=64, n_embd=16, n_layer=1, n_head=2,
+                        initializer_range=0.5, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                        bos_token_id=small_tokenizer.eos_token_id, eos_token_id=small_tokenizer.eos_token_id,
+                        pad_token_id=small_tokenizer.pad_token_id)
+    path = tmp_path_factory.mktemp("tiny_gpt2_dpo")
+    GPT2LMHeadModel(config).save_pretrained(path)
+    small_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("beta", [0.1, 1.0])
+def test_our_loss_equals_trls_dpo_trainer_on_the_same_batch(model_dir, small_tokenizer, tmp_path, beta):
+    from trl import DPOConfig, DPOTrainer
+
+    pairs = Dataset.from_dict({"prompt": ["This movie was", "I rented", "The acting in this film", "A"],
+                               "chosen": [" great fun", " a gem of a film", " superb", " wonderful, moving story"],
+                               "rejected": [" dull", " a mess", " awful and slow, really", " bad"]})
+    policy = GPT2LMHeadModel.from_pretrained(model_dir)
+    # the reference differs from the policy, so the log-ratios (and the loss) are not trivial
+    reference = GPT2LMHeadModel.from_pretrained(model_dir)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    args = DPOConfig(output_dir=str(tmp_path), beta=beta, per_device_train_batch_size=4, use_cpu=True, bf16=False,
+                     report_to=[], max_length=64)
+    trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=pairs,
+                         processing_class=small_tokenizer)
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.eval()
+    with torch.no_grad():
+        theirs = trainer.compute_loss(trainer.model, batch)
+        ids, attention, completion = batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
+        policy_logps = sequence_logprobs(trainer.model, ids, attention, completion)
+        reference_logps = sequence_logprobs(trainer.ref_model, ids, attention, completion)
+    ours, _, _ = dpo_loss(*policy_logps.chunk(2), *reference_logps.chunk(2), beta=beta)
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-5, abs=1e-6)
+    assert ours.item() != pytest.approx(math.log(2), abs=1e-3)  # not the loss of a policy equal to its reference
