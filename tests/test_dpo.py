@@ -1,11 +1,11 @@
 """DPO from scratch (`rlhf_helpers.beyond_ppo.dpo`): the paper's loss by hand, and TRL 1.16's `DPOTrainer` loss
 on the same batch and weights."""
 
+import copy
 import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from datasets import Dataset
 from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -93,3 +93,46 @@ def test_our_loss_equals_trls_dpo_trainer_on_the_same_batch(model_dir, small_tok
     ours, _, _ = dpo_loss(*policy_logps.chunk(2), *reference_logps.chunk(2), beta=beta)
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-5, abs=1e-6)
     assert ours.item() != pytest.approx(math.log(2), abs=1e-3)  # not the loss of a policy equal to its reference
+
+
+# -- the pairs and the loop ----------------------------------------------------------------------
+
+def letter_score(texts):
+    return torch.tensor([t.count("e") / max(len(t), 1) for t in texts])
+
+
+class LetterJudge:
+    def probability(self, texts):
+        return letter_score(texts).numpy()
+
+    def __call__(self, texts):
+        return self.probability(texts) > 0.05
+
+
+def test_pairs_are_labelled_by_the_scorer_and_dpo_trains_on_them(small_tokenizer, tmp_path):
+    from rlhf_helpers.beyond_ppo.dpo_training import DPOTrainConfig, sample_preference_pairs, train_dpo
+    from rlhf_helpers.evaluation import HeldOutEvaluator
+
+    torch.manual_seed(0)
+    lm = GPT2LMHeadModel(GPT2Config(vocab_size=len(small_tokenizer), n_positions=48, n_embd=32, n_layer=2, n_head=2,
+                                    resid_pdrop=0, embd_pdrop=0, attn_pdrop=0, eos_token_id=0, bos_token_id=0,
+                                    pad_token_id=1)).eval()
+    prompts = [small_tokenizer.encode(t) for t in ["The movie was", "I rented this", "This film is", "What a"]]
+    pairs = sample_preference_pairs(lm, small_tokenizer, prompts, letter_score, k=3, min_tokens=2, max_tokens=5)
+    assert 0 < len(pairs) <= 4 * 3 and (pairs.score_gap > 0).all()
+    for (prompt, chosen, rejected), gap in zip(pairs.texts, pairs.score_gap):
+        assert (letter_score([prompt + chosen]) - letter_score([prompt + rejected])).item() == pytest.approx(gap.item())
+    # the completion mask marks exactly the completion's tokens, right after the prompt
+    row = pairs.chosen_completion[0].nonzero().flatten()
+    assert row[0] == len(prompts[0]) and (pairs.chosen_attention[0, : row[-1] + 1] == 1).all()
+
+    reference = copy.deepcopy(lm)
+    evaluator = HeldOutEvaluator(reference, small_tokenizer, prompts, letter_score, {"letters": LetterJudge()},
+                                 min_tokens=2, max_tokens=5)
+    config = DPOTrainConfig(max_steps=4, batch_size=4, warmup_steps=1, eval_every=2, checkpoint_every=2,
+                            learning_rate=1e-2, mixed_precision="no", beta=0.5)
+    result = train_dpo(copy.deepcopy(lm), reference, pairs, config, tmp_path / "dpo", evaluator, progress=False)
+    assert [row["step"] for row in result["history"]] == [0, 2, 4]
+    assert result["history"][0]["kl"] == 0.0 and result["history"][-1]["kl"] != 0.0
+    with pytest.raises(ValueError, match="beta"):
+        DPOTrainConfig(beta=0.0).validate()

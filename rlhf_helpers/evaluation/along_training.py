@@ -18,7 +18,7 @@ import torch
 
 from .metrics import evaluate_policy
 
-__all__ = ["HeldOutEvaluator", "ppo_with_evaluations", "sft_with_evaluations", "GOLD"]
+__all__ = ["HeldOutEvaluator", "ppo_with_evaluations", "train_loop_with_evaluations", "sft_with_evaluations", "GOLD"]
 
 GOLD = "p_positive/bag_of_words"
 """The course's gold reward: the bag-of-words judge's mean p(positive) on query + response (a probability, so
@@ -119,20 +119,12 @@ def ppo_with_evaluations(trainer, evaluator: HeldOutEvaluator, every: int, progr
     return rows
 
 
-def sft_with_evaluations(model, tokenizer, train_blocks: torch.Tensor, config, output_dir, evaluator: HeldOutEvaluator,
-                         progress: bool = True) -> dict:
-    """Supervised fine-tuning of `model` on packed ``[n, block_size]`` `train_blocks` (`core.training.train_loop`),
-    evaluated by `evaluator` at step 0, every ``config.eval_every`` steps and at the end; resumable.
-
-    Returns ``{"history": [{"step", "seconds", **metrics}, ...], "steps", "train_seconds", "model"}`` where
-    ``model`` is the trained model (unwrapped).
-    """
-    from ..core.training import batch_indices, train_loop
-
-    def loss_fn(model, step, shard, device):
-        rows = batch_indices(step, len(train_blocks), config.batch_size, config.seed)
-        batch = train_blocks[shard.take(rows)].to(device)
-        return model(input_ids=batch, labels=batch).loss, {}
+def train_loop_with_evaluations(model, config, output_dir, loss_fn, evaluator: HeldOutEvaluator, name: str,
+                                batch_rows: int, progress: bool = True) -> dict:
+    """`core.training.train_loop` of `model` with `loss_fn`, evaluated by `evaluator` at step 0, every
+    ``config.eval_every`` steps and at the end; resumable. Returns ``{"history": [{"step", "seconds", **metrics}, ...],
+    "steps", "train_seconds", "model"}`` (the trained model, unwrapped)."""
+    from ..core.training import train_loop
 
     def evaluate(model):
         # accelerate patches the forward of the model it prepared with its autocast; a plain copy of the weights
@@ -141,8 +133,23 @@ def sft_with_evaluations(model, tokenizer, train_blocks: torch.Tensor, config, o
         plain.load_state_dict(model.state_dict())
         return evaluator(plain)
 
-    result = train_loop(model, config, output_dir, loss_fn, evaluate, name="SFT", batch_rows=config.batch_size,
+    result = train_loop(model, config, output_dir, loss_fn, evaluate, name=name, batch_rows=batch_rows,
                         progress=progress)
     trained = result.accelerator.unwrap_model(result.model)
     return {"history": result.state["history"], "steps": result.state["step"],
             "train_seconds": round(result.state["train_seconds"], 1), "model": trained}
+
+
+def sft_with_evaluations(model, tokenizer, train_blocks: torch.Tensor, config, output_dir, evaluator: HeldOutEvaluator,
+                         progress: bool = True) -> dict:
+    """Supervised fine-tuning of `model` on packed ``[n, block_size]`` `train_blocks` (the SFT objective),
+    evaluated along the way (`train_loop_with_evaluations`, whose dict it returns)."""
+    from ..core.training import batch_indices
+
+    def loss_fn(model, step, shard, device):
+        rows = batch_indices(step, len(train_blocks), config.batch_size, config.seed)
+        batch = train_blocks[shard.take(rows)].to(device)
+        return model(input_ids=batch, labels=batch).loss, {}
+
+    return train_loop_with_evaluations(model, config, output_dir, loss_fn, evaluator, "SFT", config.batch_size,
+                                       progress)
