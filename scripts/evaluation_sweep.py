@@ -25,8 +25,6 @@ part; the course ships it in ``rlhf_helpers/assets/tiny/results/run_card_evaluat
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -51,13 +49,11 @@ def main() -> int:
 
     import torch
 
-    from rlhf_helpers.core.run_card import git_commit, library_versions
-    from rlhf_helpers.core.precision import resolve_mixed_precision
-    from rlhf_helpers.evaluation.sweep import Course, best_of_n_run, fast_recipe, positive_sft_run, ppo_run
+    from rlhf_helpers.core.run_card import SweepCard
+    from rlhf_helpers.evaluation.sweep import GOLD, Course, best_of_n_run, fast_recipe, positive_sft_run, ppo_run
 
-    card = json.loads(args.out.read_text()) if args.out.exists() else {}
-    card.setdefault("parts", {})
-    todo = [p for p in args.parts if args.redo or p not in card["parts"]]
+    card = SweepCard(args.out)
+    todo = card.todo(args.parts, args.redo)
     print(f"parts to run: {todo or 'none (all in ' + str(args.out) + '; --redo runs them again)'}")
     if not todo:
         return 0
@@ -66,16 +62,6 @@ def main() -> int:
     course = Course()
     work = args.work or course.config.artifacts_dir / "evaluation"
     ppo = course.config.ppo
-
-    def save() -> None:
-        card.update(created=time.strftime("%Y-%m-%d %H:%M:%S"), commit=git_commit(), versions=library_versions(),
-                    machine={"processor": platform.processor() or platform.machine(),
-                             "threads": torch.get_num_threads(),
-                             "mixed_precision": resolve_mixed_precision("auto")},
-                    eval_prompts=len(course.eval_prompts), gold="p_positive/bag_of_words")
-        partial = args.out.with_suffix(".json.partial")
-        partial.write_text(json.dumps(card, indent=1))
-        partial.replace(args.out)
 
     for part in todo:
         started = time.perf_counter()
@@ -98,9 +84,8 @@ def main() -> int:
         else:
             # about the compute of one `seeds` run: 120 steps of 16 x 256 tokens take about as long as 150 PPO steps
             result = positive_sft_run(course, work / "positive_sft", steps=120, every=20)
-        card["parts"][part] = {"result": result, "wall_seconds": round(time.perf_counter() - started, 1)}
-        save()
-        print(f"   {part}: {card['parts'][part]['wall_seconds']:.0f} s -> {args.out}", flush=True)
+        card.add(part, result, time.perf_counter() - started, eval_prompts=len(course.eval_prompts), gold=GOLD)
+        print(f"   {part}: {time.perf_counter() - started:.0f} s -> {args.out}", flush=True)
     return 0
 
 

@@ -1,6 +1,8 @@
-"""Shared fixtures: IMDb loaded once, a small tokenizer trained once per test session."""
+"""Shared fixtures: IMDb loaded once, a small tokenizer trained once per test session, a tiny random GPT-2."""
 
 import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from rlhf_helpers.data import clean_review, load_imdb
 from rlhf_helpers.data.tokenizer import train_bpe_tokenizer
@@ -16,3 +18,12 @@ def small_tokenizer(imdb):
     """A 1,000-token byte-level BPE trained on 2,000 reviews: quick, and the same kind as the course's."""
     texts = [clean_review(t) for t in imdb.select(range(0, 25_000, 12))["text"]]
     return train_bpe_tokenizer(texts, vocab_size=1000)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(small_tokenizer):
+    """A random 2-layer, 32-wide GPT-2 on the small tokenizer, without dropout, in eval mode (one per test module)."""
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(small_tokenizer), n_positions=48, n_embd=32, n_layer=2, n_head=2,
+                        resid_pdrop=0, embd_pdrop=0, attn_pdrop=0, eos_token_id=0, bos_token_id=0, pad_token_id=1)
+    return GPT2LMHeadModel(config).eval()

@@ -259,3 +259,17 @@ def test_stage_overrides_merge_with_the_profile():
 def test_unknown_stage_fields_are_rejected(stage, field):
     with pytest.raises(TypeError, match=f"Unknown {stage} field.*{field}"):
         get_config("tiny", **{stage: {field: 1}})
+
+
+def test_a_sweep_card_keeps_finished_parts_and_says_what_is_left(tmp_path):
+    from rlhf_helpers.core.run_card import SweepCard
+
+    path = tmp_path / "results" / "run_card_sweep.json"
+    card = SweepCard(path)
+    assert card.todo(["a", "b"]) == ["a", "b"]
+    card.add("a", {"rows": [1, 2]}, 12.34, gold="g")
+    again = SweepCard(path)  # as a later, resumed sweep reads it
+    assert again.todo(["a", "b"]) == ["b"] and again.todo(["a", "b"], redo=True) == ["a", "b"]
+    assert again.data["parts"]["a"] == {"result": {"rows": [1, 2]}, "wall_seconds": 12.3}
+    assert again.data["gold"] == "g" and "commit" in again.data and "mixed_precision" in again.data["machine"]
+    assert not path.with_suffix(".json.partial").exists()

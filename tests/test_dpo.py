@@ -109,14 +109,11 @@ class LetterJudge:
         return self.probability(texts) > 0.05
 
 
-def test_pairs_are_labelled_by_the_scorer_and_dpo_trains_on_them(small_tokenizer, tmp_path):
+def test_pairs_are_labelled_by_the_scorer_and_dpo_trains_on_them(tiny_lm, small_tokenizer, tmp_path):
     from rlhf_helpers.beyond_ppo.dpo_training import DPOTrainConfig, sample_preference_pairs, train_dpo
     from rlhf_helpers.evaluation import HeldOutEvaluator
 
-    torch.manual_seed(0)
-    lm = GPT2LMHeadModel(GPT2Config(vocab_size=len(small_tokenizer), n_positions=48, n_embd=32, n_layer=2, n_head=2,
-                                    resid_pdrop=0, embd_pdrop=0, attn_pdrop=0, eos_token_id=0, bos_token_id=0,
-                                    pad_token_id=1)).eval()
+    lm = tiny_lm
     prompts = [small_tokenizer.encode(t) for t in ["The movie was", "I rented this", "This film is", "What a"]]
     pairs = sample_preference_pairs(lm, small_tokenizer, prompts, letter_score, k=3, min_tokens=2, max_tokens=5)
     assert 0 < len(pairs) <= 4 * 3 and (pairs.score_gap > 0).all()
@@ -136,3 +133,18 @@ def test_pairs_are_labelled_by_the_scorer_and_dpo_trains_on_them(small_tokenizer
     assert result["history"][0]["kl"] == 0.0 and result["history"][-1]["kl"] != 0.0
     with pytest.raises(ValueError, match="beta"):
         DPOTrainConfig(beta=0.0).validate()
+
+
+def test_preferred_ft_trains_on_the_chosen_completions(tiny_lm, small_tokenizer, tmp_path):
+    from rlhf_helpers.beyond_ppo.dpo_training import PreferredFTConfig, sample_preference_pairs, train_preferred_ft
+    from rlhf_helpers.evaluation import HeldOutEvaluator
+
+    lm = tiny_lm
+    prompts = [small_tokenizer.encode(t) for t in ["The movie was", "I rented this", "This film is", "What a"]]
+    pairs = sample_preference_pairs(lm, small_tokenizer, prompts, letter_score, k=3, min_tokens=2, max_tokens=5)
+    evaluator = HeldOutEvaluator(copy.deepcopy(lm), small_tokenizer, prompts, letter_score, {"letters": LetterJudge()},
+                                 min_tokens=2, max_tokens=5)
+    config = PreferredFTConfig(max_steps=2, batch_size=4, warmup_steps=1, eval_every=2, checkpoint_every=2,
+                               learning_rate=1e-2, mixed_precision="no")
+    result = train_preferred_ft(copy.deepcopy(lm), pairs, config, tmp_path / "ft", evaluator, progress=False)
+    assert [row["step"] for row in result["history"]] == [0, 2] and result["history"][-1]["kl"] != 0.0

@@ -6,20 +6,11 @@ import copy
 import numpy as np
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
 
 from rlhf_helpers.config import PPOConfig
 from rlhf_helpers.evaluation import HeldOutEvaluator, fit_overoptimisation, ppo_with_evaluations
 from rlhf_helpers.ppo import PPOTrainer
 from rlhf_helpers.ppo.value_head import PolicyWithValueHead
-
-
-@pytest.fixture(scope="module")
-def tiny_lm(small_tokenizer):
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(small_tokenizer), n_positions=48, n_embd=32, n_layer=2, n_head=2,
-                        resid_pdrop=0, embd_pdrop=0, attn_pdrop=0, eos_token_id=0, bos_token_id=0, pad_token_id=1)
-    return GPT2LMHeadModel(config).eval()
 
 
 def letter_reward(texts):

@@ -4,20 +4,11 @@ import copy
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
 
 from rlhf_helpers.config import PPOConfig
 from rlhf_helpers.policy.generation import truncate_responses
 from rlhf_helpers.ppo import PPOTrainer, sample_prompt_batch
 from rlhf_helpers.ppo.value_head import PolicyWithValueHead, response_logprobs_and_values
-
-
-@pytest.fixture(scope="module")
-def tiny_lm(small_tokenizer):
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(small_tokenizer), n_positions=48, n_embd=32, n_layer=2, n_head=2,
-                        resid_pdrop=0, embd_pdrop=0, attn_pdrop=0, eos_token_id=0, bos_token_id=0, pad_token_id=1)
-    return GPT2LMHeadModel(config).eval()
 
 
 @pytest.fixture(scope="module")

@@ -97,3 +97,33 @@ class Timer:
                 timer.totals[name] = timer.totals.get(name, 0.0) + time.perf_counter() - self.start
 
         return _Phase()
+
+
+class SweepCard:
+    """The run card of a sweep that runs part by part (notebook 07's, notebook 08's): ``{"parts": {name: {"result",
+    "wall_seconds"}}, ...}``, rewritten after every part (temporary file + rename: a sweep killed mid-write leaves
+    the previous card whole), so a killed sweep keeps what it finished and `todo` skips it next time."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.data = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.data.setdefault("parts", {})
+
+    def todo(self, parts, redo: bool = False) -> list[str]:
+        """The `parts` not in the card yet (all of them with `redo`), in the order given."""
+        return [p for p in parts if redo or p not in self.data["parts"]]
+
+    def add(self, part: str, result: dict, wall_seconds: float, **header) -> None:
+        """Record one finished part, refresh the header (when, commit, versions, machine, and `header`), write."""
+        from .precision import resolve_mixed_precision
+        import torch
+
+        self.data["parts"][part] = {"result": result, "wall_seconds": round(wall_seconds, 1)}
+        self.data.update(created=time.strftime("%Y-%m-%d %H:%M:%S"), commit=git_commit(), versions=library_versions(),
+                         machine={"processor": platform.processor() or platform.machine(),
+                                  "threads": torch.get_num_threads(),
+                                  "mixed_precision": resolve_mixed_precision("auto")}, **header)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".json.partial")
+        partial.write_text(json.dumps(self.data, indent=1))
+        partial.replace(self.path)

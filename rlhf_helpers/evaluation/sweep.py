@@ -58,14 +58,16 @@ class Course:
 
 
 def ppo_run(course: Course, ppo_config, output_dir, steps: int, every: int, progress: bool = True,
-            keep_samples: int = 8) -> dict:
+            keep_samples: int = 8, reward_fn=None) -> dict:
     """PPO from the SFT policy with `ppo_config` for `steps` steps (resumable in `output_dir`), evaluated every
-    `every` steps. Returns ``{"settings", "steps", "train_seconds", "rows"}`` (rows: `ppo_with_evaluations`)."""
+    `every` steps; `reward_fn` replaces the reward model (e.g. the gold judge). Returns ``{"settings", "steps",
+    "train_seconds", "rows"}`` (rows: `ppo_with_evaluations`)."""
     from ..ppo import PPOTrainer
     from ..ppo.value_head import PolicyWithValueHead
 
     trainer = PPOTrainer(PolicyWithValueHead(copy.deepcopy(course.sft).requires_grad_(True)), course.sft,
-                         course.tokenizer, course.scorer.score, course.train_prompts, ppo_config, output_dir)
+                         course.tokenizer, reward_fn or course.scorer.score, course.train_prompts, ppo_config,
+                         output_dir)
     rows = ppo_with_evaluations(trainer, course.evaluator, every, progress=progress, keep_samples=keep_samples,
                                 until_step=steps)
     settings = {k: v for k, v in vars(ppo_config).items() if not k.startswith("_")}
