@@ -1,4 +1,4 @@
-"""Shared fixtures: IMDb loaded once, a small tokenizer trained once per test session, a tiny random GPT-2."""
+"""Shared fixtures: IMDb loaded once, a small tokenizer trained once per test session, tiny random GPT-2s."""
 
 import pytest
 import torch
@@ -27,3 +27,19 @@ def tiny_lm(small_tokenizer):
     config = GPT2Config(vocab_size=len(small_tokenizer), n_positions=48, n_embd=32, n_layer=2, n_head=2,
                         resid_pdrop=0, embd_pdrop=0, attn_pdrop=0, eos_token_id=0, bos_token_id=0, pad_token_id=1)
     return GPT2LMHeadModel(config).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2_dir(small_tokenizer, tmp_path_factory):
+    """A random 1-layer GPT-2 saved with its tokenizer (TRL's trainers load the policy, and the reference with
+    beta > 0, from a directory)."""
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(small_tokenizer), n_positions=64, n_embd=16, n_layer=1, n_head=2,
+                        initializer_range=0.5,  # large weights: log-probs far from uniform, position shifts visible
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                        bos_token_id=small_tokenizer.eos_token_id, eos_token_id=small_tokenizer.eos_token_id,
+                        pad_token_id=small_tokenizer.pad_token_id)
+    path = tmp_path_factory.mktemp("tiny_gpt2")
+    GPT2LMHeadModel(config).save_pretrained(path)
+    small_tokenizer.save_pretrained(path)
+    return path

@@ -53,29 +53,16 @@ def test_sequence_logprobs_sum_the_completion_tokens_only(small_tokenizer):
     torch.testing.assert_close(got.detach(), expected)
 
 
-@pytest.fixture(scope="module")
-def model_dir(small_tokenizer, tmp_path_factory):
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(small_tokenizer), n_positions=64, n_embd=16, n_layer=1, n_head=2,
-                        initializer_range=0.5, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                        bos_token_id=small_tokenizer.eos_token_id, eos_token_id=small_tokenizer.eos_token_id,
-                        pad_token_id=small_tokenizer.pad_token_id)
-    path = tmp_path_factory.mktemp("tiny_gpt2_dpo")
-    GPT2LMHeadModel(config).save_pretrained(path)
-    small_tokenizer.save_pretrained(path)
-    return path
-
-
 @pytest.mark.parametrize("beta", [0.1, 1.0])
-def test_our_loss_equals_trls_dpo_trainer_on_the_same_batch(model_dir, small_tokenizer, tmp_path, beta):
+def test_our_loss_equals_trls_dpo_trainer_on_the_same_batch(tiny_gpt2_dir, small_tokenizer, tmp_path, beta):
     from trl import DPOConfig, DPOTrainer
 
     pairs = Dataset.from_dict({"prompt": ["This movie was", "I rented", "The acting in this film", "A"],
                                "chosen": [" great fun", " a gem of a film", " superb", " wonderful, moving story"],
                                "rejected": [" dull", " a mess", " awful and slow, really", " bad"]})
-    policy = GPT2LMHeadModel.from_pretrained(model_dir)
+    policy = GPT2LMHeadModel.from_pretrained(tiny_gpt2_dir)
     # the reference differs from the policy, so the log-ratios (and the loss) are not trivial
-    reference = GPT2LMHeadModel.from_pretrained(model_dir)
+    reference = GPT2LMHeadModel.from_pretrained(tiny_gpt2_dir)
     with torch.no_grad():
         for p in reference.parameters():
             p.add_(0.05 * torch.randn_like(p))

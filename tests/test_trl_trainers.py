@@ -7,7 +7,7 @@ Nothing is downloaded: the policy is random weights saved to a temporary directo
 import pytest
 import torch
 from datasets import Dataset
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import GPT2LMHeadModel
 
 from rlhf_helpers.config import PPOConfig, get_config
 from rlhf_helpers.core.tensors import position_ids_from_mask
@@ -25,31 +25,16 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:Fu
 PROMPTS = ["This movie was", "I rented", "The acting in this film", "A"]  # 1 to 5 tokens: batches get left padding
 
 
-@pytest.fixture(scope="module")
-def model_dir(small_tokenizer, tmp_path_factory):
-    """A random GPT-2 saved with its tokenizer: TRL loads the policy, and the reference with beta > 0, from here."""
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(small_tokenizer), n_positions=64, n_embd=16, n_layer=1, n_head=2,
-                        initializer_range=0.5,  # large weights: log-probs far from uniform, position shifts visible
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                        bos_token_id=small_tokenizer.eos_token_id, eos_token_id=small_tokenizer.eos_token_id,
-                        pad_token_id=small_tokenizer.pad_token_id)
-    path = tmp_path_factory.mktemp("tiny_gpt2")
-    GPT2LMHeadModel(config).save_pretrained(path)
-    small_tokenizer.save_pretrained(path)
-    return path
-
-
 def varied_reward(prompts, completions, **kwargs):
     """A dummy reward in TRL's format that differs between completions (so advantages are not all 0)."""
     return [float(sum(map(ord, c)) % 7) for c in completions]
 
 
-def build(algorithm, model_dir, tokenizer, tmp_path, beta):
+def build(algorithm, tiny_gpt2_dir, tokenizer, tmp_path, beta):
     ppo = PPOConfig(batch_size=8, mini_batch_size=8, ppo_epochs=1, response_max_tokens=4, max_steps=1,
                     init_kl_coef=beta)
     args = tt.trl_config(algorithm, tmp_path, ppo, num_generations=4)
-    return tt.TRAINERS[algorithm][1](model=str(model_dir), reward_funcs=[varied_reward], args=args,
+    return tt.TRAINERS[algorithm][1](model=str(tiny_gpt2_dir), reward_funcs=[varied_reward], args=args,
                                      processing_class=tokenizer, train_dataset=Dataset.from_dict({"prompt": PROMPTS}))
 
 
@@ -120,8 +105,8 @@ def test_prompt_dataset_gives_trl_our_token_ids(small_tokenizer, imdb):
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
-def test_trl_logprobs_with_the_fix_equal_ours_on_left_padded_rows(algorithm, model_dir, small_tokenizer, tmp_path):
-    trainer = build(algorithm, model_dir, small_tokenizer, tmp_path, beta=0.1)
+def test_trl_logprobs_with_the_fix_equal_ours_on_left_padded_rows(algorithm, tiny_gpt2_dir, small_tokenizer, tmp_path):
+    trainer = build(algorithm, tiny_gpt2_dir, small_tokenizer, tmp_path, beta=0.1)
     prompt_ids, prompt_mask, completion_ids, completion_mask = left_padded_batch(small_tokenizer)
     ids, mask = torch.cat([prompt_ids, completion_ids], 1), torch.cat([prompt_mask, completion_mask], 1)
     width = completion_ids.shape[1]
@@ -139,10 +124,10 @@ def test_trl_logprobs_with_the_fix_equal_ours_on_left_padded_rows(algorithm, mod
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
-def test_trl_generation_already_uses_positions_from_the_mask(algorithm, model_dir, small_tokenizer, tmp_path):
+def test_trl_generation_already_uses_positions_from_the_mask(algorithm, tiny_gpt2_dir, small_tokenizer, tmp_path):
     """TRL samples with ``model.generate(input_ids, attention_mask)``; transformers builds the position ids from
     the mask. Spy on what reaches GPT-2's transformer during TRL's own ``_generate``."""
-    trainer = build(algorithm, model_dir, small_tokenizer, tmp_path, beta=0.0)
+    trainer = build(algorithm, tiny_gpt2_dir, small_tokenizer, tmp_path, beta=0.0)
     calls = []
     hook = trainer.model.transformer.register_forward_pre_hook(
         lambda module, args, kwargs: calls.append((kwargs.get("position_ids"), kwargs.get("attention_mask"))),
@@ -166,11 +151,11 @@ def test_trl_generation_already_uses_positions_from_the_mask(algorithm, model_di
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
-def test_two_steps_train_save_and_reload(algorithm, model_dir, tmp_path):
+def test_two_steps_train_save_and_reload(algorithm, tiny_gpt2_dir, tmp_path):
     out = tmp_path / algorithm
     ppo = PPOConfig(max_minutes=None, max_steps=2, batch_size=8, mini_batch_size=4, ppo_epochs=2,
                     response_max_tokens=4, learning_rate=1e-3)
-    result = tt.train_trl(algorithm, out, ppo, policy=model_dir, reward_fn=varied_reward,
+    result = tt.train_trl(algorithm, out, ppo, policy=tiny_gpt2_dir, reward_fn=varied_reward,
                           prompts=Dataset.from_dict({"prompt": PROMPTS}), num_generations=4)
     assert result["steps"] == 2 and result["optimizer_steps"] == 2 * 2 * 2  # 2 rounds x 2 mini-batches x 2 epochs
     assert result["episodes"] == 16 and not result["stopped_by_budget"]
@@ -184,16 +169,16 @@ def test_two_steps_train_save_and_reload(algorithm, model_dir, tmp_path):
     assert (out / f"run_card_{algorithm}.json").exists()
 
     trained, tokenizer = load_policy(out)
-    initial = GPT2LMHeadModel.from_pretrained(model_dir)
+    initial = GPT2LMHeadModel.from_pretrained(tiny_gpt2_dir)
     assert len(tokenizer) == initial.config.vocab_size
     moved = max((a - b).abs().max().item() for a, b in zip(trained.parameters(), initial.parameters()))
     assert moved > 1e-4  # it trained
 
 
-def test_wall_clock_budget_stops_training(model_dir, tmp_path):
+def test_wall_clock_budget_stops_training(tiny_gpt2_dir, tmp_path):
     ppo = PPOConfig(max_minutes=1e-6, max_steps=50, batch_size=8, mini_batch_size=4, ppo_epochs=2,
                     response_max_tokens=4)
-    result = tt.train_trl("grpo", tmp_path / "budget", ppo, policy=model_dir, reward_fn=varied_reward,
+    result = tt.train_trl("grpo", tmp_path / "budget", ppo, policy=tiny_gpt2_dir, reward_fn=varied_reward,
                           prompts=Dataset.from_dict({"prompt": PROMPTS}), num_generations=4)
     # The budget is spent during the first round; the round is finished (2 x 2 Adam steps), then training stops.
     assert result["stopped_by_budget"] and result["steps"] == 1 and result["optimizer_steps"] == 4
