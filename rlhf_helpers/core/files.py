@@ -120,3 +120,13 @@ def read_json_file(file: str | Path, what: str = "file", missing_ok: bool = Fals
         raise ValueError(f"The {what} {file} holds a JSON {type(data).__name__}, not an object: it is corrupt. "
                          f"{restore_hint(file.parent, kind)}.")
     return data
+
+
+def write_json_whole(path: str | Path, data) -> None:
+    """Write `data` as JSON to `path` through a temporary file and a rename: a run killed mid-write leaves the
+    previous file whole, never half of the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(path.suffix + ".partial")
+    partial.write_text(json.dumps(data, indent=1))
+    partial.replace(path)

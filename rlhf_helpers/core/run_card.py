@@ -115,15 +115,14 @@ class SweepCard:
 
     def add(self, part: str, result: dict, wall_seconds: float, **header) -> None:
         """Record one finished part, refresh the header (when, commit, versions, machine, and `header`), write."""
-        from .precision import resolve_mixed_precision
         import torch
+
+        from .files import write_json_whole
+        from .precision import resolve_mixed_precision
 
         self.data["parts"][part] = {"result": result, "wall_seconds": round(wall_seconds, 1)}
         self.data.update(created=time.strftime("%Y-%m-%d %H:%M:%S"), commit=git_commit(), versions=library_versions(),
                          machine={"processor": platform.processor() or platform.machine(),
                                   "threads": torch.get_num_threads(),
                                   "mixed_precision": resolve_mixed_precision("auto")}, **header)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_suffix(".json.partial")
-        partial.write_text(json.dumps(self.data, indent=1))
-        partial.replace(self.path)
+        write_json_whole(self.path, self.data)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.files import write_json_whole
 from .metrics import evaluate_policy
 
 __all__ = ["HeldOutEvaluator", "ppo_with_evaluations", "train_loop_with_evaluations", "sft_with_evaluations", "GOLD"]
@@ -65,13 +66,6 @@ class HeldOutEvaluator:
         return metrics
 
 
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    """Write to a temporary file, then rename: a run killed mid-write leaves the previous file whole."""
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(rows, indent=1))
-    partial.replace(path)
-
-
 def _load_rows(path: Path, up_to_step: int) -> list[dict]:
     """Evaluations saved by an earlier call, without those of steps after the checkpoint it resumes from."""
     if not path.exists():
@@ -102,7 +96,7 @@ def ppo_with_evaluations(trainer, evaluator: HeldOutEvaluator, every: int, progr
         if keep_samples:
             row["samples"] = evaluator.last_samples[:keep_samples]
         rows.append(row)
-        _write_rows(path, rows)
+        write_json_whole(path, rows)  # a run killed mid-write keeps the previous rows whole
 
     if not rows:
         evaluate_now()

@@ -53,8 +53,7 @@ def draw_candidates(policy_lm, tokenizer, prompts, reward_fn, judges: dict, gold
                     temperature: float = 1.0, batch_size: int = 256, progress: bool = True) -> Candidates:
     """Sample `n_max` responses per prompt (PPO's sampling: one length per response in ``[min_tokens,
     max_tokens]``) and score each with `reward_fn` and every judge; `gold` names the judge whose ``probability``
-    is the gold reward. Draw k of every prompt uses seeds ``seed + k``: the first draw is exactly what
-    `evaluate_policy` samples with the same `seed`."""
+    is the gold reward. Draw k of every prompt uses the seeds ``seed + k`` (lengths and tokens)."""
     if n_max < 1:
         raise ValueError(f"n_max must be >= 1, got {n_max}.")
     if not callable(getattr(judges.get(gold), "probability", None)):
