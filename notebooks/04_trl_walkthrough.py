@@ -29,15 +29,14 @@
 # 3. say how GRPO and RLOO differ from PPO: the advantage estimate, where the KL enters, what counts as one action;
 # 4. name the two things to know before running TRL on GPT-2 (a reference model loaded from a path; position ids
 #    under left padding);
-# 5. run TRL's GRPO and RLOO on our task and read a recorded equal-time comparison with our PPO.
+# 5. place TRL's pieces, old and new, on a map of our package.
 #
 # **Prerequisites:** notebooks 02 and 03 (the SFT policy and the reward model). PPO's clipped loss appears here as a
 # formula; notebook 05 derives it.
-# **Time:** about 45 minutes with the exercises; running every cell takes about 2 minutes on 2 CPU cores, most of it
-# the two short training runs of section 7.
+# **Time:** about 40 minutes with the exercises; running every cell takes well under a minute on 2 CPU cores.
 # **Takes from earlier notebooks:** the shipped SFT policy (02), the shipped reward model (03), our prompts (01).
 #
-# The seven sections:
+# The six sections:
 #
 # 1. **`RewardTrainer`**: the reward model's loss, Bradley–Terry plus an optional centring term.
 # 2. **`GRPOTrainer`**: group-normalised advantages (exercise 4.1), PPO's clipped ratio, and a k3 KL term in the loss
@@ -46,7 +45,6 @@
 # 4. **Two details to know** before running TRL on GPT-2.
 # 5. **TRL's history**, told from its pull requests.
 # 6. **A map** from each historical TRL piece to ours.
-# 7. **Applying TRL**: short live GRPO and RLOO runs on our task, then a recorded 5-minute comparison with our PPO.
 #
 # Each excerpt is cut out of the installed source by *marker strings*, not line numbers, and the notebook stops with an
 # error if a marker disappears: a TRL upgrade that changes these lines cannot go unnoticed. Each formula is then run
@@ -77,7 +75,6 @@ from transformers import AutoTokenizer, GPT2LMHeadModel
 from trl.trainer.utils import RepeatSampler
 
 from rlhf_helpers import exercises
-from rlhf_helpers.course import budget
 from rlhf_helpers.policy import shipped_policy_dir
 from rlhf_helpers.ppo.advantages import leave_one_out_advantages, masked_mean
 from rlhf_helpers.ppo.kl import kl_penalty, per_token_rewards
@@ -87,7 +84,7 @@ from rlhf_helpers.reward.trl_twin import sequence_classifier_from_policy
 
 transformers.logging.set_verbosity_error()  # no load reports or advisory warnings in the cell outputs
 transformers.utils.logging.disable_progress_bar()
-datasets.disable_progress_bars()  # no map/filter bars when section 7 builds its prompts
+datasets.disable_progress_bars()  # no map/filter bars in the cell outputs
 torch.manual_seed(0)
 torch.set_printoptions(precision=4, sci_mode=False, linewidth=120)
 TRL_DIR = Path(trl.__file__).parent
@@ -600,145 +597,9 @@ excerpt(trl.GRPOTrainer._get_per_token_logps_and_entropies, "outputs = model(**m
 # | `GRPOTrainer._compute_loss` (1.16) | clipped ratio + β·k3 | `ppo.losses.clipped_policy_loss` + `ppo.kl.kl_penalty(..., "k3")` |
 # | `RLOOTrainer._generate_and_score_completions` (1.16) | score − β·Σk1, leave-one-out baseline | `ppo.kl.per_token_rewards(..., "k1")` summed, `ppo.advantages.leave_one_out_advantages` |
 #
-# ## 7. Applying TRL: GRPO and RLOO on our task
-#
-# Reading is half of "TRL as a reference"; the other half is running it. `rlhf_helpers.beyond_ppo.grpo_rloo` makes TRL
-# 1.16's two trainers train **our** SFT policy on **our** prompts against **our** reward model, with settings
-# mirroring our PPO wherever TRL allows (`trl_config`'s docstring lists each one, with TRL's default beside it):
-#
-# * one round = 64 completions (16 prompts × k = 4), then 4 passes × 4 mini-batches of 16 = 16 Adam steps, as PPO;
-# * learning rate 5e-5 decaying linearly, clipping ε = 0.2, gradient norm 1, β = 0.2, full-distribution sampling,
-#   at most 16 new tokens, dropout off, bf16 autocast where the processor has fast bf16, as our PPO;
-# * the reward model wrapped as TRL's reward function (`reward_function`: scores `prompt + completion`);
-# * the policy as a **directory** (`beta > 0`: TRL reloads the reference from `config._name_or_path`);
-# * the position-id gap of section 4 closed by two small subclasses, `CourseGRPOTrainer` / `CourseRLOOTrainer`,
-#   that override only the log-prob method to pass position ids built from the attention mask.
-
-# %%
-from rlhf_helpers.beyond_ppo.grpo_rloo import CourseGRPOTrainer, train_trl
-
-print(inspect.getsource(CourseGRPOTrainer))
-
-# %% [markdown]
-# A short live run of each: 30 seconds of training per algorithm, plus loading, so **this cell takes about a minute
-# and a half**; the bar counts the two runs. (The wall-clock budget is a `TrainerCallback` that stops training at the
-# end of a round once the time is spent.) The KL printed is TRL's logged per-token mean times the mean completion
-# length: for RLOO the k1 estimate at sampling time, for GRPO the k3 term of its loss, averaged over the round's
-# 16 Adam steps.
-
-# %%
-import dataclasses
-
-from tqdm.auto import tqdm
-
-from rlhf_helpers import get_config
-from rlhf_helpers.beyond_ppo.grpo_rloo import trl_prompt_dataset
-from rlhf_helpers.core.precision import resolve_mixed_precision
-from rlhf_helpers.data import load_imdb_splits
-
-tiny = get_config("tiny")
-# TRL's settings are derived from our PPOConfig (trl_config), here with a short wall-clock budget
-live_ppo = dataclasses.replace(tiny.ppo, max_minutes=budget(learner=0.5, ci=0.05),
-                               max_steps=budget(learner=tiny.ppo.max_steps, ci=1),     # rounds at most
-                               batch_size=budget(learner=tiny.ppo.batch_size, ci=16),  # completions per round
-                               ppo_epochs=budget(learner=tiny.ppo.ppo_epochs, ci=1))   # passes over a round
-reviews = load_imdb_splits(tiny)["train"]  # PPO's training reviews; the tests build prompts from 256 of them
-reviews = reviews.select(range(budget(learner=len(reviews), ci=256)))
-live_prompts = trl_prompt_dataset(tokenizer, tiny, split="all", dataset=reviews)  # built once, for both runs
-# bf16 autocast only where the processor has fast bf16, as our PPO decides (emulated bf16 is many times slower)
-fast_bf16 = resolve_mixed_precision("auto") == "bf16"
-estimator = {"grpo": "k3 in the loss, mean over the round's Adam steps", "rloo": "k1 at sampling time"}
-live = {}
-for algorithm in tqdm(["grpo", "rloo"], desc="live TRL runs"):
-    live[algorithm] = train_trl(algorithm, tempfile.mkdtemp(prefix=f"{algorithm}-"), live_ppo, prompts=live_prompts,
-                                bf16=fast_bf16)
-    first, last = live[algorithm]["history"][0], live[algorithm]["history"][-1]
-    print(f"{algorithm}: {live[algorithm]['steps']} rounds ({live[algorithm]['episodes']} completions) in "
-          f"{live[algorithm]['train_seconds']:.0f} s; score {first['score']:+.2f} -> {last['score']:+.2f}, "
-          f"KL per response {last['kl_per_response']:.2f} ({estimator[algorithm]}), "
-          f"mean length {last['response_length']:.1f} tokens")
-
-# %% [markdown]
-# ### Equal wall time: PPO vs GRPO vs RLOO
-#
-# The comparison itself is a longer job than a notebook cell should be, so a script runs it and writes a run card:
-#
-# ```bash
-# python scripts/compare_algorithms.py --minutes 5
-# ```
-#
-# It trains each algorithm from the shipped SFT policy for the same 5 minutes on these 2 CPU cores (model loading
-# excluded), then evaluates every policy exactly like notebook 06: 256 held-out prompts, one response each (4–16
-# tokens, full distribution, the same seed), scored by the reward model, by two judges the training never saw
-# (VADER and a bag-of-words classifier), KL to the SFT policy and perplexity under it. The recorded run:
-
-# %%
-import matplotlib.pyplot as plt
-import pandas as pd
-
-from rlhf_helpers.core.assets import shipped_results_dir
-from rlhf_helpers.core.run_card import read_run_card
-
-card = read_run_card(shipped_results_dir("tiny"), "compare")
-runs, evaluations = card["metrics"]["runs"], card["metrics"]["evaluations"]
-print(f"recorded {card['written_at']}, {card['config']['minutes']} minutes per algorithm, torch {card['versions']['torch']}, "
-      f"trl {card['versions']['trl']}")
-
-labels = {"ppo": "PPO (ours)", "grpo": "GRPO (TRL)", "rloo": "RLOO (TRL)"}
-kl_labels = {"ppo": "PPO: k1 at sampling time", "grpo": "GRPO: k3 of the loss, mean over the round's Adam steps",
-             "rloo": "RLOO: k1 at sampling time"}
-fig, axes = plt.subplots(1, 2, figsize=(13, 3.8))
-for name, run in runs.items():
-    seconds = [h["seconds"] / 60 for h in run["history"]]
-    axes[0].plot(seconds, pd.Series([h["score"] for h in run["history"]]).rolling(5, min_periods=1).mean(), label=labels[name])
-    axes[1].plot(seconds, pd.Series([h["kl"] for h in run["history"]]).rolling(5, min_periods=1).mean(), label=kl_labels[name])
-axes[0].set(xlabel="training time (minutes)", ylabel="reward-model score (normalised)", title="reward on the training batches (5-step mean)")
-axes[1].set(xlabel="training time (minutes)", ylabel="nats per response", title="KL to the SFT policy, as each trainer logs it (5-step mean)")
-for ax in axes:
-    ax.legend()
-plt.tight_layout()
-plt.show()
-
-# %%
-columns = {"reward": "reward model", "positive_rate/vader": "positive: VADER", "positive_rate/bag_of_words": "positive: bag of words",
-           "kl": "KL (nats/response)", "ref_perplexity": "perplexity under SFT", "response_length": "length", "distinct_2": "distinct-2"}
-table = pd.DataFrame({("SFT (start)" if name == "sft" else labels[name]): {columns[k]: e["metrics"][k] for k in columns}
-                      for name, e in evaluations.items()}).T
-table["rounds in 5 min"] = [None] + [runs[name]["steps"] for name in runs]
-table.round(3)
-
-# %% [markdown]
-# The KL curves are not measured the same way: PPO's and RLOO's are k1 of the sampled completions, GRPO's is the k3
-# term of its loss, averaged over the Adam steps of a round, during which the policy moves. The held-out KL in the
-# table is the same measurement for all three.
-#
-# A few held-out samples of each policy, with the reward model's score and the two judges' verdicts. The tiny 5
-# M-parameter policy writes **half-grammatical** text; the `gpt2` profile (`RLHF_PROFILE=gpt2`, a GPU helps) runs the
-# same comparison with the real 124 M GPT-2.
-
-# %%
-def verdict(positive):
-    return "pos" if positive else "neg"
-
-
-for name, e in evaluations.items():
-    print(f"--- {'SFT (start)' if name == 'sft' else labels[name]}    (reward | VADER | bag of words)")
-    for sample in e["samples"][:4]:
-        print(f"  {sample['reward']:+.2f} | {verdict(sample['vader'])} | {verdict(sample['bag_of_words'])}  "
-              f"{sample['query']!r} -> {sample['response']!r}")
-
-# %% [markdown]
-# How to read it. All three optimise the same reward with the same KL weight; what differs is the advantage
-# estimate (PPO: a learned value function and GAE per token; GRPO: the group's mean and standard deviation; RLOO:
-# the other completions' mean), where the KL enters (PPO and RLOO: in the reward, k1; GRPO: in the loss, k3) and the
-# length of the completions (TRL stops at EOS and cannot draw a 4–16-token length, so its completions run to 16
-# tokens unless the policy ends them). Per round, GRPO and RLOO sample 4 completions for each of 16 prompts and
-# need no value head; PPO samples one completion for each of 64 prompts and trains a value head on them.
-
-# %%
-for name in runs:
-    assert evaluations[name]["metrics"]["reward"] > evaluations["sft"]["metrics"]["reward"], f"{name}: reward should go up"
-print("all three raised the reward model's score on held-out prompts")
+# Running these trainers on our task — our SFT policy, prompts and reward model, with the two details of section 4
+# fixed — is notebook 08's: it trains GRPO and RLOO live, compares them with our PPO at equal wall time, and puts
+# them on one reward–KL frontier with PPO, DPO and best-of-n.
 
 # %% [markdown]
 # ## Key takeaways
@@ -752,8 +613,8 @@ print("all three raised the reward model's score on held-out prompts")
 #   way give different advantages, silently.
 # * Before running TRL on GPT-2: with `beta > 0` it reloads the reference from a path, and it scores without position
 #   ids, which changes the log-probs of left-padded rows.
-# * The KL that each trainer logs is not one measurement: compare algorithms on held-out samples with the same
-#   estimator.
+# * The KL that each trainer logs is not one measurement (GRPO: k3 in the loss; RLOO: k1 in the reward): compare
+#   algorithms on held-out samples with one estimator, as notebook 08 does.
 #
 # ## Self-check
 #

@@ -135,3 +135,27 @@ def test_preferred_ft_trains_on_the_chosen_completions(tiny_lm, small_tokenizer,
                                learning_rate=1e-2, mixed_precision="no")
     result = train_preferred_ft(copy.deepcopy(lm), pairs, config, tmp_path / "ft", evaluator, progress=False)
     assert [row["step"] for row in result["history"]] == [0, 2] and result["history"][-1]["kl"] != 0.0
+
+
+def test_trls_dpo_trainer_trains_our_pairs_with_our_settings_and_is_evaluated(tiny_lm, small_tokenizer, tiny_gpt2_dir,
+                                                                             tmp_path):
+    from rlhf_helpers.beyond_ppo.dpo_training import DPOTrainConfig, sample_preference_pairs
+    from rlhf_helpers.beyond_ppo.trl_dpo import pairs_as_text, train_trl_dpo
+    from rlhf_helpers.evaluation import HeldOutEvaluator
+
+    policy = GPT2LMHeadModel.from_pretrained(tiny_gpt2_dir)
+    prompts = [small_tokenizer.encode(t) for t in ["The movie was", "I rented this", "This film is", "What a"]]
+    pairs = sample_preference_pairs(policy, small_tokenizer, prompts, letter_score, k=3, min_tokens=2, max_tokens=5)
+    text = pairs_as_text(pairs)
+    assert len(text) == len(pairs) and text[0] == dict(zip(["prompt", "chosen", "rejected"], pairs.texts[0]))
+    evaluator = HeldOutEvaluator(copy.deepcopy(policy), small_tokenizer, prompts, letter_score,
+                                 {"letters": LetterJudge()}, min_tokens=2, max_tokens=5)
+    config = DPOTrainConfig(max_steps=4, batch_size=4, warmup_steps=1, eval_every=2, learning_rate=1e-2,
+                            mixed_precision="no", beta=0.5)
+    result = train_trl_dpo(pairs, config, tmp_path / "trl_dpo", evaluator, policy=tiny_gpt2_dir)
+    assert result["steps"] == 4 and [r["step"] for r in result["history"]] == [0, 2, 4]
+    assert result["history"][0]["kl"] == 0.0 and result["history"][-1]["kl"] != 0.0
+    settings = result["settings"]
+    assert (settings["beta"], settings["learning_rate"], settings["per_device_train_batch_size"]) == (0.5, 1e-2, 4)
+    assert settings["lr_scheduler_kwargs"] == {"min_lr_rate": config.min_lr_ratio}
+    assert (tmp_path / "trl_dpo" / "evaluations.json").exists()

@@ -146,7 +146,7 @@ def test_solved_notebooks_mark_every_solution():
 
 # Notebooks whose solution cells need nothing but torch / F / math / np / pd (06's call the package's PPO pieces).
 SELF_CONTAINED = ["01_dataset_preparation", "02_sft_policy", "03_reward_model", "04_trl_walkthrough",
-                  "05_ppo_from_scratch", "07_evaluation"]
+                  "05_ppo_from_scratch", "07_evaluation", "08_beyond_ppo"]
 
 
 def restricted_namespace() -> dict:

@@ -183,3 +183,38 @@ def test_wall_clock_budget_stops_training(tiny_gpt2_dir, tmp_path):
     # The budget is spent during the first round; the round is finished (2 x 2 Adam steps), then training stops.
     assert result["stopped_by_budget"] and result["steps"] == 1 and result["optimizer_steps"] == 4
     assert len(result["history"]) == 1
+
+
+class CountingEvaluator:
+    """A stand-in for `HeldOutEvaluator`: records the policies it was shown, returns one number that moves."""
+
+    def __init__(self):
+        self.calls, self.last_samples = [], [{"query": "q", "response": "r"}]
+
+    def __call__(self, policy_lm):
+        assert not policy_lm.training  # a plain float32 copy, in eval mode
+        weight = next(policy_lm.parameters())
+        self.calls.append(weight.detach().clone())
+        return {"kl": float(len(self.calls) - 1), "weight_sum": float(weight.sum())}
+
+
+def test_the_held_out_callback_evaluates_along_the_run_and_stops_it_early(tiny_gpt2_dir, tmp_path):
+    """Evaluations at round 0, every 2 rounds, and at the stop (3 of the planned 6 rounds); the learning rate keeps
+    the 6-round schedule; the rows are written beside the model."""
+    ppo = PPOConfig(max_minutes=None, max_steps=6, batch_size=8, mini_batch_size=4, ppo_epochs=1,
+                    response_max_tokens=4, learning_rate=1e-3)
+    evaluator = CountingEvaluator()
+    out = tmp_path / "evaluated"
+    result = tt.train_trl("rloo", out, ppo, policy=tiny_gpt2_dir, reward_fn=varied_reward,
+                          prompts=Dataset.from_dict({"prompt": PROMPTS}), num_generations=4, evaluator=evaluator,
+                          eval_every=2, until_step=3, keep_samples=1)
+    assert result["steps"] == 3 and result["optimizer_steps"] == 3 * 2
+    rows = result["evaluations"]
+    assert [r["step"] for r in rows] == [0, 2, 3]
+    assert rows[0]["train_seconds"] == 0.0 and rows[0]["train_seconds"] <= rows[1]["train_seconds"] <= rows[2]["train_seconds"]
+    assert rows[-1]["samples"] == evaluator.last_samples
+    assert not torch.equal(evaluator.calls[0], evaluator.calls[-1])  # it saw the policy move
+    # the schedule decays over the planned 6 rounds: at the stop (round 3) the rate is still about half the peak
+    assert result["history"][-1]["learning_rate"] == pytest.approx(1e-3 * (1 - 5 / 12), rel=0.2)
+    import json
+    assert [r["step"] for r in json.loads((out / "evaluations.json").read_text())] == [0, 2, 3]

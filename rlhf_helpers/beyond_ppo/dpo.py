@@ -18,7 +18,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["dpo_loss", "implicit_rewards", "sequence_logprobs", "preference_metrics"]
+__all__ = ["kl_regularised_optimum", "dpo_loss", "implicit_rewards", "sequence_logprobs", "preference_metrics"]
+
+
+def kl_regularised_optimum(reference_logprobs: torch.Tensor, rewards: torch.Tensor, beta: float) -> torch.Tensor:
+    """``log pi*(y|x)`` of the KL-regularised objective's optimum over a finite set of completions.
+
+    ``max_pi E_pi[r] - beta KL(pi || pi_ref)`` is maximised by ``pi*(y|x) = pi_ref(y|x) exp(r(x, y) / beta) / Z(x)``
+    (Rafailov et al. 2023, equation 4; notebook 00). Args: ``[P, K]`` log pi_ref of K completions of each of P
+    prompts (each row a distribution over its K completions), ``[P, K]`` rewards, beta > 0. Returns ``[P, K]``,
+    each row normalised (``log Z(x)`` = logsumexp over the row).
+    """
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}.")
+    return torch.log_softmax(reference_logprobs + rewards / beta, dim=-1)
 
 
 def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,

@@ -330,7 +330,8 @@ def _history(log_history: list[dict], reward_name: str, updates_per_round: int, 
 
 def train_trl(algorithm: str, output_dir: str | Path, ppo: PPOConfig | None = None, *, policy: str | Path = "tiny",
               reward_fn: Callable | None = None, prompts: Dataset | None = None, num_generations: int = 4,
-              progress: bool = False, **trl_overrides) -> dict:
+              progress: bool = False, evaluator=None, eval_every: int | None = None, until_step: int | None = None,
+              keep_samples: int = 0, **trl_overrides) -> dict:
     """Train the policy with TRL's GRPO (``algorithm="grpo"``) or RLOO (``"rloo"``); save it; return the history.
 
     Args:
@@ -343,6 +344,11 @@ def train_trl(algorithm: str, output_dir: str | Path, ppo: PPOConfig | None = No
             training loop (model loading excluded, as in PPO), its ``max_steps`` the most rounds (the learning rate
             decays to 0 over them). Default: the tiny profile's.
         progress: show TRL's tqdm bar.
+        evaluator, eval_every, keep_samples: evaluate the policy with `evaluator` (a `HeldOutEvaluator`) at the
+            start, every `eval_every` rounds and at the end (`trl_evaluation.HeldOutCallback`); the rows come back
+            under ``"evaluations"`` and in ``<output_dir>/evaluations.json``.
+        until_step: stop after this many rounds while the learning rate still decays over ``ppo.max_steps`` (as
+            notebook 07's PPO runs stop at step 150 of 200); None = run to ``max_steps`` or the budget.
         ``num_generations`` and ``trl_overrides``: see `trl_config`.
     Returns:
         ``{"algorithm", "output_dir", "steps"`` (rounds completed), ``"optimizer_steps"`` (Adam steps),
@@ -364,11 +370,23 @@ def train_trl(algorithm: str, output_dir: str | Path, ppo: PPOConfig | None = No
     args = trl_config(algorithm, output_dir, ppo, num_generations=num_generations, progress=progress, **trl_overrides)
     updates_per_round = args.steps_per_generation * args.num_iterations
     budget = WallClockBudget(ppo.max_minutes, every=updates_per_round)
+    callbacks = [budget]
+    held_out = None
+    if evaluator is not None or until_step is not None:
+        from .trl_evaluation import HeldOutCallback, StopAt
+
+        stop_at = None if until_step is None else until_step * updates_per_round
+        if evaluator is not None:
+            held_out = HeldOutCallback(evaluator, (eval_every or ppo.max_steps) * updates_per_round, output_dir,
+                                       step_unit=updates_per_round, stop_at=stop_at, keep_samples=keep_samples)
+            callbacks.append(held_out)
+        else:
+            callbacks.append(StopAt(stop_at))
     trainer_cls = TRAINERS[algorithm][1]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer = trainer_cls(model=str(policy_dir), reward_funcs=[reward_fn], args=args, train_dataset=prompts,
-                              processing_class=tokenizer, callbacks=[budget])
+                              processing_class=tokenizer, callbacks=callbacks)
     check_tokenizer_matches(trainer.model, tokenizer, where=f"in {policy_dir}")
     if not progress:
         trainer.remove_callback(PrinterCallback)  # it prints every log dict when tqdm is off
@@ -376,7 +394,7 @@ def train_trl(algorithm: str, output_dir: str | Path, ppo: PPOConfig | None = No
         # transformers 5 deprecates a name TRL 1.16 still calls; not ours to fix.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         trainer.train()
-    train_seconds = budget.elapsed()
+    train_seconds = budget.elapsed() - (held_out.eval_seconds if held_out else 0.0)
     trainer.save_model(str(output_dir))  # weights, config and the tokenizer (processing_class)
 
     reward_name = getattr(reward_fn, "__name__", "reward")
@@ -388,7 +406,7 @@ def train_trl(algorithm: str, output_dir: str | Path, ppo: PPOConfig | None = No
               "optimizer_steps": trainer.state.global_step, "episodes": steps * batch_size,
               "train_seconds": round(train_seconds, 3), "stopped_by_budget": budget.stopped,
               "n_prompts": len(prompts), "history": history, "log_history": list(trainer.state.log_history),
-              "settings": settings}
+              "settings": settings, "evaluations": held_out.rows if held_out else None}
     write_run_card(output_dir, algorithm, {"policy": str(policy_dir), "seed": seed, "max_minutes": ppo.max_minutes,
                                            "trainer": trainer_cls.__name__, "trl": settings},
                    metrics={k: result[k] for k in ("steps", "optimizer_steps", "episodes", "stopped_by_budget",

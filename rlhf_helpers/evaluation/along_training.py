@@ -117,7 +117,8 @@ def train_loop_with_evaluations(model, config, output_dir, loss_fn, evaluator: H
                                 batch_rows: int, progress: bool = True) -> dict:
     """`core.training.train_loop` of `model` with `loss_fn`, evaluated by `evaluator` at step 0, every
     ``config.eval_every`` steps and at the end; resumable. Returns ``{"history": [{"step", "seconds", **metrics}, ...],
-    "steps", "train_seconds", "model"}`` (the trained model, unwrapped)."""
+    "train_log"`` (the training loss and `loss_fn`'s logs, averaged every ``config.log_every`` steps)``, "steps",
+    "train_seconds", "model"}`` (the trained model, unwrapped)."""
     from ..core.training import train_loop
 
     def evaluate(model):
@@ -130,7 +131,7 @@ def train_loop_with_evaluations(model, config, output_dir, loss_fn, evaluator: H
     result = train_loop(model, config, output_dir, loss_fn, evaluate, name=name, batch_rows=batch_rows,
                         progress=progress)
     trained = result.accelerator.unwrap_model(result.model)
-    return {"history": result.state["history"], "steps": result.state["step"],
+    return {"history": result.state["history"], "train_log": result.state["train_log"], "steps": result.state["step"],
             "train_seconds": round(result.state["train_seconds"], 1), "model": trained}
 
 

@@ -11,8 +11,8 @@ every check rejects its stub and a plausible wrong implementation, and accepts t
 """
 
 # one module per notebook, each listing its checks in __all__ (00 intro, 01 data, 02 generation, 03 reward, 04 trl,
-# 05 ppo, 06 loop, 07 evaluation); imported in course order so EXERCISES is in course order
-from . import intro, data, generation, reward, trl, ppo, loop, evaluation  # noqa: E402
+# 05 ppo, 06 loop, 07 evaluation, 08 beyond); imported in course order so EXERCISES is in course order
+from . import intro, data, generation, reward, trl, ppo, loop, evaluation, beyond  # noqa: E402
 from .checking import EXERCISES, Exercise, ExerciseFailed
 from .intro import *  # noqa: F401,F403
 from .data import *  # noqa: F401,F403
@@ -22,7 +22,8 @@ from .trl import *  # noqa: F401,F403
 from .ppo import *  # noqa: F401,F403
 from .loop import *  # noqa: F401,F403
 from .evaluation import *  # noqa: F401,F403
+from .beyond import *  # noqa: F401,F403
 
 __all__ = ["EXERCISES", "Exercise", "ExerciseFailed",
            *intro.__all__, *data.__all__, *generation.__all__, *reward.__all__, *trl.__all__, *ppo.__all__, *loop.__all__,
-           *evaluation.__all__]
+           *evaluation.__all__, *beyond.__all__]

@@ -1,0 +1,138 @@
+"""The checks of notebook 08 accept the reference and reject the stub and plausible wrong implementations.
+
+``CASES``: (exercise, reference, [(wrong implementation, what the check's message must say)]); run by
+tests/test_exercises.py. Below them: tests of the DPO pieces the exercises stand on.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from rlhf_helpers.beyond_ppo.dpo import dpo_loss, implicit_rewards, kl_regularised_optimum
+
+
+# -- 8.1 the optimum ------------------------------------------------------------------------------
+
+def optimum_unnormalised(reference, rewards, beta):
+    return reference + rewards / beta
+
+
+def optimum_times_beta(reference, rewards, beta):
+    return torch.log_softmax(reference + rewards * beta, -1)
+
+
+def optimum_without_reference(reference, rewards, beta):
+    return torch.log_softmax(rewards / beta, -1)
+
+
+def optimum_wrong_dim(reference, rewards, beta):
+    return torch.log_softmax(reference + rewards / beta, 0)
+
+
+def optimum_probabilities(reference, rewards, beta):  # probabilities, not their logs
+    return torch.softmax(reference + rewards / beta, -1)
+
+
+# -- 8.2 the implicit reward ----------------------------------------------------------------------
+
+def implicit_reference(policy, reference, beta):
+    return implicit_rewards(policy, policy, reference, reference, beta)[0]
+
+
+def implicit_no_beta(policy, reference, beta):
+    return (policy - reference).detach()
+
+
+def implicit_divided(policy, reference, beta):
+    return ((policy - reference) / beta).detach()
+
+
+def implicit_reversed(policy, reference, beta):
+    return (beta * (reference - policy)).detach()
+
+
+def implicit_no_reference(policy, reference, beta):
+    return (beta * policy).detach()
+
+
+def implicit_not_detached(policy, reference, beta):
+    return beta * (policy - reference)
+
+
+# -- 8.3 the loss ---------------------------------------------------------------------------------
+
+def loss_no_beta(pc, pr, rc, rr, beta):
+    return -F.logsigmoid((pc - rc) - (pr - rr)).mean()
+
+
+def loss_reversed(pc, pr, rc, rr, beta):
+    return -F.logsigmoid(beta * ((pr - rr) - (pc - rc))).mean()
+
+
+def loss_no_reference(pc, pr, rc, rr, beta):
+    return -F.logsigmoid(beta * (pc - pr)).mean()
+
+
+def loss_sum(pc, pr, rc, rr, beta):
+    return -F.logsigmoid(beta * ((pc - rc) - (pr - rr))).sum()
+
+
+def loss_log_of_sigmoid(pc, pr, rc, rr, beta):  # right on moderate margins, inf on large ones
+    return -torch.log(torch.sigmoid(beta * ((pc - rc) - (pr - rr)))).mean()
+
+
+def loss_reference_swapped(pc, pr, rc, rr, beta):  # chosen's policy against rejected's reference
+    return -F.logsigmoid(beta * ((pc - rr) - (pr - rc))).mean()
+
+
+def loss_tuple(pc, pr, rc, rr, beta):  # the package's own: a tuple whose first item is the loss
+    return dpo_loss(pc, pr, rc, rr, beta)
+
+
+CASES = [
+    ("kl_regularised_optimum", kl_regularised_optimum, [
+        (optimum_unnormalised, "do not sum to one"),
+        (optimum_times_beta, "multiplied the reward by beta"),
+        (optimum_without_reference, "no reference"),
+        (optimum_wrong_dim, "normalised over the prompts"),
+        (optimum_probabilities, "wrong values"),
+    ]),
+    ("implicit_reward", implicit_reference, [
+        (implicit_no_beta, "left out beta"),
+        (implicit_divided, "divided by beta"),
+        (implicit_reversed, "sign is reversed"),
+        (implicit_no_reference, "left out the reference"),
+        (implicit_not_detached, "still carries a gradient"),
+    ]),
+    ("dpo_loss", loss_tuple, [
+        (loss_no_beta, "left out beta"),
+        (loss_reversed, "sign is reversed"),
+        (loss_no_reference, "left out the reference"),
+        (loss_sum, "sum over the pairs"),
+        (loss_log_of_sigmoid, "NaN or inf"),
+        (loss_reference_swapped, "wrong values"),
+    ]),
+]
+
+
+# -- the pieces themselves ------------------------------------------------------------------------
+
+def test_the_optimum_is_the_reference_tilted_by_the_reward_and_normalised():
+    reference = torch.log(torch.tensor([[0.5, 0.25, 0.25]], dtype=torch.float64))
+    rewards = torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64)
+    optimum = kl_regularised_optimum(reference, rewards, beta=1.0).exp()
+    weights = torch.tensor([0.5, 0.25 * torch.e, 0.25], dtype=torch.float64)
+    assert torch.allclose(optimum[0], weights / weights.sum())
+    # a huge beta keeps the reference; a tiny beta puts everything on the best completion
+    assert torch.allclose(kl_regularised_optimum(reference, rewards, 1e9).exp(), reference.exp())
+    assert kl_regularised_optimum(reference, rewards, 1e-3).exp()[0, 1] > 0.999
+
+
+def test_the_implicit_reward_of_the_optimum_is_the_reward_up_to_a_constant():
+    # Rafailov et al. 2023, equation 5: beta log(pi* / pi_ref) = r - beta log Z, the same shift for every completion
+    generator = torch.Generator().manual_seed(0)
+    reference = torch.log_softmax(torch.randn(2, 6, generator=generator, dtype=torch.float64), -1)
+    rewards = torch.randn(2, 6, generator=generator, dtype=torch.float64)
+    beta = 0.3
+    optimum = kl_regularised_optimum(reference, rewards, beta)
+    shift = beta * (optimum - reference) - rewards
+    assert torch.allclose(shift, shift[:, :1].expand_as(shift), atol=1e-12)
