@@ -18,20 +18,9 @@ import torch
 from transformers import TrainerCallback
 
 from ..core.files import write_json_whole
+from ..core.precision import plain_copy
 
 __all__ = ["HeldOutCallback", "StopAt", "plain_copy"]
-
-
-def plain_copy(model):
-    """A float32 copy of `model`'s weights in a fresh module of its class, on its device.
-
-    Why: under mixed precision, accelerate (which `transformers.Trainer` uses) patches the forward of the model it
-    prepared with its own autocast, which an outer ``torch.autocast(enabled=False)`` does not undo; every
-    evaluation of the course runs in float32 (`HeldOutEvaluator`), so it gets a plain copy."""
-    unwrapped = getattr(model, "module", model)
-    copy = type(unwrapped)(unwrapped.config).to(next(unwrapped.parameters()).device)
-    copy.load_state_dict(unwrapped.state_dict())
-    return copy.eval()
 
 
 class StopAt(TrainerCallback):

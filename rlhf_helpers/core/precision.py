@@ -43,3 +43,15 @@ def autocast(device: torch.device | str, dtype: torch.dtype | None):
     """``torch.autocast`` for `device` in `dtype`; a no-op context when `dtype` is None."""
     device_type = torch.device(device).type
     return torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+def plain_copy(model):
+    """A float32 copy of `model`'s weights in a fresh module of its class, on its device.
+
+    Why: under mixed precision, accelerate (which `transformers.Trainer` uses) patches the forward of the model it
+    prepared with its own autocast, which an outer ``torch.autocast(enabled=False)`` does not undo; every
+    evaluation of the course runs in float32 (`HeldOutEvaluator`), so it gets a plain copy."""
+    unwrapped = getattr(model, "module", model)
+    copy = type(unwrapped)(unwrapped.config).to(next(unwrapped.parameters()).device)
+    copy.load_state_dict(unwrapped.state_dict())
+    return copy.eval()

@@ -124,9 +124,9 @@ def train_loop_with_evaluations(model, config, output_dir, loss_fn, evaluator: H
     def evaluate(model):
         # accelerate patches the forward of the model it prepared with its autocast; a plain copy of the weights
         # is evaluated in float32, like every other policy in `HeldOutEvaluator`'s rows
-        plain = type(model)(model.config).to(next(model.parameters()).device)
-        plain.load_state_dict(model.state_dict())
-        return evaluator(plain)
+        from ..core.precision import plain_copy
+
+        return evaluator(plain_copy(model))
 
     result = train_loop(model, config, output_dir, loss_fn, evaluate, name=name, batch_rows=batch_rows,
                         progress=progress)
