@@ -58,6 +58,7 @@ import torch
 from IPython.display import clear_output, display
 
 from rlhf_helpers import build_dataset, exercises, get_config
+from rlhf_helpers.config import PPOConfig
 from rlhf_helpers.course import budget, in_ci
 from rlhf_helpers.evaluation import evaluate_policy
 from rlhf_helpers.evaluation.judges import default_judges
@@ -102,18 +103,19 @@ pd.Series(before).round(3).to_frame("SFT policy")
 # ## 2. The configuration
 #
 # Every default has a comment and, where it exists, the value of the historical TRL IMDb recipe beside it
-# (`rlhf_helpers.config.PPOConfig`). The tiny profile changes a few: a smaller batch (64 rollouts: more updates per
-# minute on a CPU), a larger learning rate (5e-5: a 5M-parameter model is not the 124M GPT-2), and bf16 autocast
-# where the CPU has bf16 instructions (`mixed_precision="auto"`: AVX512-BF16 or AMX, else float32), which halves
-# the time of every forward and backward pass on such cores.
+# (`rlhf_helpers.config.PPOConfig`). `PPOConfig`'s defaults change a few: a smaller batch (64 rollouts: more
+# updates per minute on a CPU), a larger learning rate (5e-5: a 5M-parameter model is not the 124M GPT-2), and bf16
+# autocast where the CPU has bf16 instructions (`mixed_precision="auto"`: AVX512-BF16 or AMX, else float32), which
+# halves the time of every forward and backward pass on such cores. The tiny profile then runs the faster recipe
+# described below (`get_config("tiny").ppo`).
 #
-# How the defaults were chosen — 5-minute runs from the shipped SFT policy, evaluated as in this notebook
+# How `PPOConfig`'s defaults were chosen — 5-minute runs from the shipped SFT policy, evaluated as in this notebook
 # (256 held-out prompts; bag-of-words judge / VADER / KL per response):
 #
 # | change from the defaults | bag of words | VADER | KL | what happened |
 # |---|---|---|---|---|
 # | none, float32 (115 steps) | 82% | 66% | 4.8 | steady, still climbing when time ran out |
-# | none, bf16 (179 steps) — **the defaults** | 90% | 71% | 5.1 | the same curve, further along |
+# | none, bf16 (179 steps) — **`PPOConfig`'s defaults** | 90% | 71% | 5.1 | the same curve, further along |
 # | learning rate 1e-4 | 82% | 69% | 6.4 | the KL budget goes on noise: KL 6 reached by step 40 at a lower score |
 # | β = 0.05, KL target 5, horizon 1,000 | 93% | 87% | 11.9 | more reward, twice the KL: the controller was too slow to hold β |
 # | the KL penalty's sign flipped (a bug) | 91% | 88% | 100 | reward hacking: "best best ۿ� splend nicely splend", perplexity 68,000 |
@@ -121,19 +123,19 @@ pd.Series(before).round(3).to_frame("SFT policy")
 # The last row is a real accident of development, kept because it shows what the judges alone would miss: the
 # "reviews" were byte salad that the reward model liked, and only the KL and the perplexity under the reference
 # give it away (notebook 07 tells that story in full). The defaults themselves vary from run to run, because a
-# 5-minute budget buys as many steps as the machine's load allows: three later runs of `python -m rlhf_helpers run`
-# on this machine took 116–126 steps and reached 84–86% on the bag-of-words judge. Read the table as tendencies.
+# 5-minute budget buys as many steps as the machine's load allows: three later 5-minute runs with these defaults on
+# this machine took 116–126 steps and reached 84–86% on the bag-of-words judge. Read the table as tendencies.
 #
-# **This notebook trains with the faster recipe** of `benchmarks/ppo_time_to_result.py` — the fast path (the LM
-# head only where it is needed, one log-softmax, inverse-CDF sampling, fused Adam), one PPO epoch instead of four,
-# learning rate 2e-4 — for a fixed **150 steps** (the learning rate still anneals over the default 200). In the
-# benchmark this recipe reached in 2.5 minutes what the defaults reach in 5. A fixed number of steps, not minutes,
-# makes the result independent of the machine's speed (a 5-minute budget buys as many steps as the CPU allows).
-# The tests run the same recipe for 60 steps.
+# **This notebook trains with the tiny profile's faster recipe** (`benchmarks/ppo_time_to_result.py` measures it)
+# — the fast path (the response passes on real tokens only, the LM head only where it is read, sampling with a
+# preallocated KV cache, one log-softmax, fused Adam; the command line also scores the rollouts in bf16), one PPO
+# epoch instead of four, learning rate 2e-4 — for a fixed **150 steps** (the learning rate still anneals over the
+# default 200). In the benchmark this recipe reaches in 2.5 minutes what `PPOConfig`'s defaults reach in 5. A fixed
+# number of steps, not minutes, makes the result independent of the machine's speed (a time budget buys as many
+# steps as the CPU allows). The tests run the same recipe for 60 steps.
 
 # %%
-ppo_config = dataclasses.replace(config.ppo, seed=config.seed, fast_path=True, ppo_epochs=1, learning_rate=2e-4,
-                                 max_minutes=None)  # the defaults, with the faster recipe's three changes
+ppo_config = dataclasses.replace(config.ppo, seed=config.seed, max_minutes=None)  # the tiny profile's: the fast recipe
 steps_this_run = budget(learner=150, ci=60)
 pd.Series({k: str(v) for k, v in vars(ppo_config).items()}).to_frame("value")
 
@@ -153,7 +155,7 @@ def new_trainer(settings, directory):
                       train_prompts, settings, directory, run_config=config.to_dict())
 
 
-step_config = dataclasses.replace(config.ppo, seed=config.seed)  # the defaults (plain path) for the comparison
+step_config = PPOConfig(seed=config.seed)  # PPOConfig's defaults (the plain path, 4 epochs) for the comparison
 race = new_trainer(step_config, tempfile.mkdtemp(dir=workdir.name))
 print("accelerate's mixed precision in this process:", race.accelerator.mixed_precision)
 
@@ -444,7 +446,7 @@ assert after["positive_rate/vader"] > before["positive_rate/vader"] + 0.1, "VADE
 # little above the target; far above it means the leash is not working.
 assert after["kl"] <= 1.25 * ppo_config.kl_target, f"the KL leash should hold (target {ppo_config.kl_target} nats)"
 assert after["ref_perplexity"] < 1.5 * before["ref_perplexity"], "perplexity under SFT should not blow up"
-if not in_ci():  # the full 150 steps (the benchmark's run of this recipe: 85.5% after 106 steps, 87.1% after 139)
+if not in_ci():  # the full 150 steps (the benchmark's run of this recipe: 82.8% after 119 steps, 89.1% after 156)
     assert after["positive_rate/bag_of_words"] >= 0.75, after
 print("reward up, both judges up, KL near its target, perplexity under SFT did not blow up")
 
@@ -453,10 +455,11 @@ print("reward up, both judges up, KL near its target, perplexity under SFT did n
 #
 # `trainer.save(directory)` writes the policy (a normal `transformers` checkpoint, loadable by `load_policy`), the
 # value head, the tokenizer and a run card with the configuration, the per-step history and the time per phase.
-# The same run from the command line (it also evaluates, and writes everything under `artifacts/tiny/`):
+# The same recipe from the command line, for the tiny profile's 2.5 minutes instead of 150 steps (it also
+# evaluates, and writes everything under `artifacts/tiny/`):
 #
 # ```bash
-# python -m rlhf_helpers ppo --ppo.max-minutes 5 && python -m rlhf_helpers evaluate
+# python -m rlhf_helpers ppo && python -m rlhf_helpers evaluate
 # ```
 #
 # With `RLHF_PROFILE=gpt2` the same trainer runs on real GPT-2 with TRL's historical settings

@@ -39,7 +39,7 @@ from .evaluation import default_judges, evaluate_policy
 from .evaluation.report import format_run_summary, report_figure
 from .policy.model import load_policy, new_policy_model
 from .policy.sft import pack_texts, train_sft
-from .ppo.trainer import PPOTrainer
+from .ppo.trainer import PPOTrainer, reward_autocast_dtype
 from .ppo.value_head import PolicyWithValueHead
 from .reward.model import load_reward_model
 from .reward.training import stage_reward
@@ -230,7 +230,8 @@ def stage_ppo(config: CourseConfig, output_dir: str | Path | None = None, resume
     output_dir = _output_dir(config, output_dir, "ppo_policy")
     require_hub(config, "ppo")
     lm, tokenizer = load_policy(policy_source(config))
-    scorer = load_reward_model(reward_source(config), device=process_state().device)  # beside the policy
+    scorer = load_reward_model(reward_source(config), device=process_state().device,  # beside the policy
+                               autocast_dtype=reward_autocast_dtype(config.ppo))
     scorer.check_same_tokenizer(tokenizer)
     prompts = build_dataset(tokenizer, config, split="train")["input_ids"]
     trainer = PPOTrainer(PolicyWithValueHead(lm), copy.deepcopy(lm), tokenizer, scorer.score, prompts, config.ppo,

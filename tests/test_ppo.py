@@ -145,7 +145,9 @@ def test_fast_forward_gives_the_plain_log_probs_values_and_entropy(tiny_lm):
         fast = response_logprobs_and_values(policy, q, qm, r, rm, temperature, fast=True)
         torch.testing.assert_close(fast[0], plain[0], atol=1e-5, rtol=0)
         torch.testing.assert_close(fast[2], plain[2], atol=1e-6, rtol=0)
-        torch.testing.assert_close(entropy_from_log_softmax(fast[1]), entropy_from_logits(plain[1]), atol=1e-5, rtol=0)
+        # the fast path's log-softmax is [M, V] at the real response tokens, row-major
+        torch.testing.assert_close(entropy_from_log_softmax(fast[1]), entropy_from_logits(plain[1])[rm.bool()],
+                                   atol=1e-5, rtol=0)
         torch.testing.assert_close(response_logprobs(tiny_lm, q, qm, r, rm, temperature, response_only=True),
                                    response_logprobs(tiny_lm, q, qm, r, rm, temperature), atol=1e-5, rtol=0)
 
@@ -173,3 +175,11 @@ def test_inverse_cdf_sampling_draws_from_the_distribution():
     assert counts[0] == 0 and counts[2] == 0, "a token of probability 0 was drawn"
     torch.testing.assert_close(counts, probs[0].double(), atol=0.01, rtol=0)
 
+
+
+def test_rollouts_are_scored_in_bf16_only_on_the_fast_path_with_bf16_passes():
+    from rlhf_helpers.ppo.trainer import reward_autocast_dtype
+
+    assert reward_autocast_dtype(PPOConfig(fast_path=True, mixed_precision="bf16")) is torch.bfloat16
+    assert reward_autocast_dtype(PPOConfig(fast_path=False, mixed_precision="bf16")) is None
+    assert reward_autocast_dtype(PPOConfig(fast_path=True, mixed_precision="no")) is None

@@ -39,7 +39,9 @@ import torch.nn.functional as F
 
 from ..core.tensors import left_pad, position_ids_from_mask
 from ..data.prompts import LengthSampler
+from .kv_cache import DecoderWeights, KVCache, append_columns, compute_dtype
 from .logprobs import scale_logits
+from .packed import packable
 
 MaxNewTokens = Union[int, Callable[[], int]]
 
@@ -202,24 +204,12 @@ def _sample_inverse_cdf(probs: torch.Tensor, generator: torch.Generator | None) 
     return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_(max=probs.shape[-1] - 1)
 
 
-@torch.no_grad()
-def _sample_batch(model, query_ids, query_mask, n_new, temperature, top_k, top_p, eos_id, pad_id,
-                  generator, use_cache, fast=False):
-    """Sample up to `n_new` tokens for one left-padded batch. Returns response ids, mask, log-probs.
-
-    `fast`: the LM head only at the last position (``logits_to_keep=1``: the prompt pass otherwise projects
-    every prompt position onto the vocabulary) and inverse-CDF sampling (`_sample_inverse_cdf`) instead of
-    ``torch.multinomial``, which draws one exponential variate per vocabulary entry. The same distribution,
-    another random stream.
-    """
-    device = query_ids.device
-    batch = query_ids.shape[0]
-    ids, mask = query_ids, query_mask
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+def _transformers_steps(model, use_cache: bool, fast: bool):
+    """``next_logits(ids, mask, positions) -> [B, V]`` through the model's own forward (and its KV cache)."""
     past = None
-    new_tokens, new_masks, new_logprobs = [], [], []
-    for _ in range(n_new):
-        positions = position_ids_from_mask(mask)
+
+    def next_logits(ids, mask, positions):
+        nonlocal past
         if use_cache and past is not None:
             # Only the newest token is new to the model; the cache holds the keys/values of the
             # rest. The attention mask still covers the whole sequence (padding included).
@@ -229,8 +219,47 @@ def _sample_batch(model, query_ids, query_mask, n_new, temperature, top_k, top_p
             keep = {"logits_to_keep": 1} if fast else {}
             out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=use_cache, **keep)
         past = out.past_key_values if use_cache else None
+        return out.logits[:, -1, :]
 
-        logits = scale_logits(out.logits[:, -1, :], temperature)
+    return next_logits
+
+
+def _preallocated_steps(model, rows: int, columns: int, device):
+    """``next_logits`` for a `packable` GPT-2 with a cache of `columns` columns allocated once
+    (`rlhf_helpers.policy.kv_cache`); the first call feeds the prompt, the later ones the newest token."""
+    weights = DecoderWeights(model, compute_dtype(model, device))
+    cache = KVCache(model.config, rows, columns, torch.float32, device)  # attention runs in float32
+
+    def next_logits(ids, mask, positions):
+        if cache.filled == 0:
+            return append_columns(weights, cache, ids, positions, mask.bool())
+        return append_columns(weights, cache, ids[:, -1:], positions[:, -1:], mask[:, -1:].bool())
+
+    return next_logits
+
+
+@torch.no_grad()
+def _sample_batch(model, query_ids, query_mask, n_new, temperature, top_k, top_p, eos_id, pad_id,
+                  generator, use_cache, fast=False):
+    """Sample up to `n_new` tokens for one left-padded batch. Returns response ids, mask, log-probs.
+
+    `fast`: for a `packable` GPT-2, the preallocated cache of `rlhf_helpers.policy.kv_cache` (other models: the
+    LM head only at the last position, ``logits_to_keep=1``); and inverse-CDF sampling (`_sample_inverse_cdf`)
+    instead of ``torch.multinomial``, which draws one exponential variate per vocabulary entry. The same
+    distribution, another random stream.
+    """
+    device = query_ids.device
+    batch = query_ids.shape[0]
+    ids, mask = query_ids, query_mask
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    if fast and use_cache and packable(model):
+        next_logits = _preallocated_steps(model, batch, query_ids.shape[1] + n_new, device)
+    else:
+        next_logits = _transformers_steps(model, use_cache, fast)
+    new_tokens, new_masks, new_logprobs = [], [], []
+    for _ in range(n_new):
+        positions = position_ids_from_mask(mask)
+        logits = scale_logits(next_logits(ids, mask, positions), temperature)
         logits = filter_logits(logits, top_k, top_p)
         log_probs = F.log_softmax(logits, dim=-1)
         probs = log_probs.exp()

@@ -22,10 +22,13 @@ Tensor shapes: B = batch, P = padded query length, R = padded response length, V
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 import torch.nn.functional as F
 
 from ..core.tensors import position_ids_from_mask
+from .packed import causal_lm_of, pack_responses, packable, packed_logits, unpack_responses
 
 
 def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -49,18 +52,8 @@ def scale_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return logits if temperature == 1.0 else logits / temperature
 
 
-def response_forward(model, query_ids, query_mask, response_ids, response_mask, temperature: float = 1.0,
-                     response_only: bool = False):
-    """One forward pass over ``[query | response]``, with the checks every response pass needs.
-
-    Returns ``(output, window)``: the model's output (``.logits [B, P+R, V]``, and ``.values`` for a
-    `PolicyWithValueHead`) and the slice of columns ``P-1 .. P+R-2``, whose outputs predict (and, for values,
-    evaluate the state before) each response token: the logits at column c predict the token at column c + 1.
-
-    ``response_only``: project only the last R + 1 positions onto the vocabulary (``logits_to_keep``; the
-    other P - 1 rows of the LM head's matrix multiply are never read). ``output.logits`` is then
-    ``[B, R+1, V]`` and the window is ``0 .. R-1``.
-    """
+def check_response_batch(model, query_ids, query_mask, response_ids, response_mask, temperature: float) -> None:
+    """The checks every response pass needs: temperature > 0, matching shapes, left-padded queries, no dropout."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if query_ids.shape != query_mask.shape or response_ids.shape != response_mask.shape:
@@ -78,6 +71,21 @@ def response_forward(model, query_ids, query_mask, response_ids, response_mask, 
         # KL to the reference would be noise (Huang et al. 2023, "Policy training implementation details").
         raise ValueError("A response pass got a model in train mode with active dropout. Call model.eval() "
                          "first (gradients still flow in eval mode) or build the model with dropout 0.")
+
+
+def response_forward(model, query_ids, query_mask, response_ids, response_mask, temperature: float = 1.0,
+                     response_only: bool = False):
+    """One forward pass over ``[query | response]``, with the checks every response pass needs.
+
+    Returns ``(output, window)``: the model's output (``.logits [B, P+R, V]``, and ``.values`` for a
+    `PolicyWithValueHead`) and the slice of columns ``P-1 .. P+R-2``, whose outputs predict (and, for values,
+    evaluate the state before) each response token: the logits at column c predict the token at column c + 1.
+
+    ``response_only``: project only the last R + 1 positions onto the vocabulary (``logits_to_keep``; the
+    other P - 1 rows of the LM head's matrix multiply are never read). ``output.logits`` is then
+    ``[B, R+1, V]`` and the window is ``0 .. R-1``.
+    """
+    check_response_batch(model, query_ids, query_mask, response_ids, response_mask, temperature)
     n_query, n_response = query_ids.shape[1], response_ids.shape[1]
     input_ids = torch.cat([query_ids, response_ids], dim=1)
     attention_mask = torch.cat([query_mask, response_mask], dim=1).long()
@@ -88,6 +96,22 @@ def response_forward(model, query_ids, query_mask, response_ids, response_mask, 
         return output, slice(0, n_response)
     output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
     return output, slice(n_query - 1, n_query + n_response - 1)
+
+
+def packed_response_forward(model, query_ids, query_mask, response_ids, response_mask, temperature: float = 1.0):
+    """`response_forward` on the real tokens only (`rlhf_helpers.policy.packed`): the fast path's pass.
+
+    `model` must be `packable`. A module that takes ``packing=`` itself (``accepts_packing``, e.g. the PPO
+    policy with its value head) is called through its own forward, so that a DDP wrapper sees the call.
+    Returns ``(output, packing)``: ``output.logits [M, V]`` at the M real response tokens, row-major (and
+    ``output.values [M]`` for a value-head policy); `unpack_responses` puts per-token results back in ``[B, R]``.
+    """
+    check_response_batch(model, query_ids, query_mask, response_ids, response_mask, temperature)
+    packing = pack_responses(query_mask, response_mask)
+    input_ids = torch.cat([query_ids, response_ids], dim=1)
+    if getattr(getattr(model, "module", model), "accepts_packing", False):
+        return model(input_ids=input_ids, packing=packing), packing
+    return SimpleNamespace(logits=packed_logits(causal_lm_of(model), input_ids, packing)), packing
 
 
 def response_logprobs(
@@ -112,8 +136,9 @@ def response_logprobs(
         temperature: divide the logits by this before the softmax; use the sampling temperature.
         return_logits: also return the response logits (already divided by `temperature`), e.g.
             for the entropy of the policy.
-        response_only: the LM head at the response positions only (`response_forward`): the same numbers
-            up to float rounding, less work.
+        response_only: the work at the response positions only: the same numbers up to float rounding, less
+            work. A GPT-2 (`packable`) runs on its real tokens only (`packed_response_forward`) unless
+            `return_logits`; other models project only the response positions onto the vocabulary.
     Returns:
         ``logprobs`` ``[B, R]`` (float32; 0 where `response_mask` is 0), or
         ``(logprobs, logits)`` with logits ``[B, R, V]`` when `return_logits` is True.
@@ -122,6 +147,11 @@ def response_logprobs(
     ``torch.no_grad()`` for the reference model. Dropout must be off (eval mode, or dropout 0 as in
     `new_policy_model`): a train-mode model with active dropout raises ValueError.
     """
+    if response_only and not return_logits and packable(model):
+        output, _ = packed_response_forward(model, query_ids, query_mask, response_ids, response_mask, temperature)
+        tokens = response_ids[response_mask.bool()]
+        logprobs = logprobs_from_logits(scale_logits(output.logits, temperature)[None], tokens[None])[0]  # [M]
+        return unpack_responses(logprobs, response_mask)
     output, window = response_forward(model, query_ids, query_mask, response_ids, response_mask, temperature,
                                       response_only=response_only)
     logits = scale_logits(output.logits[:, window, :], temperature)

@@ -137,8 +137,9 @@ def clipped_value_loss(
 def entropy_from_log_softmax(log_softmax: torch.Tensor) -> torch.Tensor:
     """`entropy_from_logits` when the log-softmax ``[B, T, V]`` is already at hand (no second normalisation)."""
     p = log_softmax.exp()
-    # Replace log 0 = -inf by 0 *before* multiplying, so neither the value nor the gradient is NaN.
-    return -(p * torch.where(p > 0, log_softmax, torch.zeros_like(log_softmax))).sum(dim=-1)
+    # Raise log 0 = -inf to the most negative float *before* multiplying by p = 0, so neither the value nor
+    # the gradient is NaN (one pass over [B, T, V]; finite entries are unchanged).
+    return -torch.linalg.vecdot(p, log_softmax.clamp(min=torch.finfo(log_softmax.dtype).min))  # sum of products
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:

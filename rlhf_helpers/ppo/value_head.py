@@ -25,7 +25,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import GPT2LMHeadModel
 
-from ..policy.logprobs import logprobs_from_logits, response_forward, scale_logits
+from ..policy.logprobs import logprobs_from_logits, packed_response_forward, response_forward, scale_logits
+from ..policy.packed import Packing, packable, packed_hidden_states, packed_logits, unpack_responses
 
 
 @dataclass
@@ -39,6 +40,8 @@ class PolicyOutput:
 class PolicyWithValueHead(nn.Module):
     """``GPT2LMHeadModel`` + ``Linear(n_embd, 1)`` value head, initialised to zero."""
 
+    accepts_packing = True  # forward(packing=...): `rlhf_helpers.policy.logprobs.packed_response_forward`
+
     def __init__(self, lm: GPT2LMHeadModel):
         super().__init__()
         self.lm = lm
@@ -50,8 +53,17 @@ class PolicyWithValueHead(nn.Module):
     def config(self):
         return self.lm.config
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep: int = 0) -> PolicyOutput:
-        """Logits and values at every position, or at the last `logits_to_keep` positions only (0: all)."""
+    def forward(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep: int = 0,
+                packing: Packing | None = None) -> PolicyOutput:
+        """Logits and values at every position, or at the last `logits_to_keep` positions only (0: all).
+
+        `packing` (`rlhf_helpers.policy.packed`): the real tokens only; logits ``[M, V]`` and values ``[M]`` at
+        the packing's M outputs (the masks and positions come from the packing: the other arguments but
+        `input_ids` are ignored)."""
+        if packing is not None:
+            hidden = packed_hidden_states(self.lm, input_ids, packing)
+            values = self.value_head(hidden[: packing.outputs].to(self.value_head.weight.dtype)).squeeze(-1).float()
+            return PolicyOutput(logits=packed_logits(self.lm, input_ids, packing, hidden), values=values)
         out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                       output_hidden_states=True, logits_to_keep=logits_to_keep)
         # hidden_states[-1] is after GPT-2's final LayerNorm: the same features the LM head reads.
@@ -89,13 +101,21 @@ def response_logprobs_and_values(policy, query_ids, query_mask, response_ids, re
         response_ids / response_mask: ``[B, R]``, right-padded responses.
         temperature: the sampling temperature: log-probs come from ``logits / temperature``
             (Huang et al. 2023: recompute with the temperature used for sampling).
-        fast: the LM head at the response positions only (`response_forward`'s ``response_only``), and the
-            third output is the log-softmax ``[B, R, V]`` instead of the logits (what the entropy needs, so it
-            is not computed twice).
+        fast: the real tokens only (`packed_response_forward`; a GPT-2 that is not `packable`: the LM head at
+            the response positions only), and the second output is the log-softmax at the M real response
+            tokens, ``[M, V]`` row-major, instead of the logits (what the entropy needs, so it is not computed
+            twice).
     Returns:
-        ``logprobs [B, R]`` (0 on padding), ``logits [B, R, V]`` (divided by temperature; with `fast`: their
-        log-softmax), ``values [B, R]`` — the value of the state *before* each response token (0 on padding).
+        ``logprobs [B, R]`` (0 on padding), ``logits [B, R, V]`` (divided by temperature; with `fast`: the
+        log-softmax ``[M, V]``), ``values [B, R]`` — the value of the state *before* each response token (0 on
+        padding).
     """
+    if fast and packable(policy):
+        out, _ = packed_response_forward(policy, query_ids, query_mask, response_ids, response_mask, temperature)
+        log_softmax = torch.log_softmax(scale_logits(out.logits, temperature), dim=-1)  # [M, V]
+        tokens = response_ids[response_mask.bool()].long()
+        logprobs = log_softmax.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        return unpack_responses(logprobs, response_mask), log_softmax, unpack_responses(out.values, response_mask)
     out, window = response_forward(policy, query_ids, query_mask, response_ids, response_mask, temperature,
                                    response_only=fast)
     mask = response_mask.float()
@@ -104,6 +124,6 @@ def response_logprobs_and_values(policy, query_ids, query_mask, response_ids, re
     if fast:
         log_softmax = torch.log_softmax(logits, dim=-1)
         logprobs = log_softmax.gather(-1, response_ids.long().unsqueeze(-1)).squeeze(-1) * mask
-        return logprobs, log_softmax, values
+        return logprobs, log_softmax[response_mask.bool()], values
     logprobs = logprobs_from_logits(logits, response_ids) * mask
     return logprobs, logits, values
