@@ -16,7 +16,6 @@ costs, e.g. oneDNN building its kernels for new matrix shapes).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import dataclasses
 import tempfile

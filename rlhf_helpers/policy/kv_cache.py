@@ -18,8 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .packed import gelu_tanh
-
+from .packed import gelu_tanh, layer_norm, masked_attention
 
 
 class DecoderWeights:
@@ -72,10 +71,6 @@ def _linear(x: torch.Tensor, weight_bias, dtype) -> torch.Tensor:
     return out.view(*x.shape[:-1], out.shape[-1])
 
 
-def _layer_norm(x: torch.Tensor, norm) -> torch.Tensor:
-    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-
-
 @torch.no_grad()
 def append_columns(weights: DecoderWeights, cache: KVCache, input_ids: torch.Tensor, positions: torch.Tensor,
                    valid: torch.Tensor) -> torch.Tensor:
@@ -102,21 +97,14 @@ def append_columns(weights: DecoderWeights, cache: KVCache, input_ids: torch.Ten
     allowed = (allowed | (key[None, :] == query[:, None]))[:, None]  # [B, 1, T, C]
     h = F.embedding(input_ids, weights.wte) + F.embedding(positions, weights.wpe)  # [B, T, d], float32
     for layer, block in enumerate(weights.blocks):
-        qkv = _linear(_layer_norm(h, block["ln_1"]), block["attn"], dtype)
-        # attention in float32: on CPUs, these many tiny batched matrix multiplies run 3x faster in float32
-        # than in bf16 (and the cache is small)
+        qkv = _linear(layer_norm(h, block["ln_1"]), block["attn"], dtype)
+        # the cache and the attention in float32 (`masked_attention` says why)
         q, k, v = qkv.float().view(rows, new, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, T, d/H]
         cache.keys[layer][:, :, start:end] = k
         cache.values[layer][:, :, start:end] = v
-        keys, values = cache.keys[layer], cache.values[layer]
-        with torch.autocast(q.device.type, enabled=False):  # autocast would cast the matmuls back to bf16
-            scores = torch.matmul(q, keys.transpose(-1, -2))
-            if config.scale_attn_weights:
-                scores = scores * head_dim ** -0.5
-            scores = scores.masked_fill(~allowed, torch.finfo(torch.float32).min)
-            attention = torch.matmul(torch.softmax(scores, dim=-1), values)
+        attention = masked_attention(q, cache.keys[layer], cache.values[layer], allowed, config.scale_attn_weights)
         h = h + _linear(attention.transpose(1, 2).reshape(rows, new, width), block["attn_proj"], dtype)
-        x = gelu_tanh(_linear(_layer_norm(h, block["ln_2"]), block["fc"], dtype))
+        x = gelu_tanh(_linear(layer_norm(h, block["ln_2"]), block["fc"], dtype))
         h = h + _linear(x, block["fc_proj"], dtype)
     cache.filled = end
-    return F.linear(_layer_norm(h[:, -1], weights.ln_f).to(dtype), weights.lm_head)
+    return F.linear(layer_norm(h[:, -1], weights.ln_f).to(dtype), weights.lm_head)

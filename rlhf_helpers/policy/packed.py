@@ -133,18 +133,31 @@ def _attention(block, x: torch.Tensor, packing: Packing, scale: bool) -> torch.T
     head_dim = width // heads
     qkv = conv1d(attn.c_attn, x)
     padded = qkv.new_zeros(packing.rows * packing.columns, 3 * width).index_copy(0, packing.token_index, qkv)
-    # The scores, softmax and weighted sum in float32 (under autocast too): on CPUs these many tiny batched
-    # matrix multiplies ([B * H] of [T, T]) run about 3x faster in float32 than in bf16, and rounding is less.
     padded = padded.float().view(packing.rows, packing.columns, 3, heads, head_dim)
     q, k, v = padded.permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, T, d/H]
-    with torch.autocast(x.device.type, enabled=False):  # autocast would cast the matmuls back to bf16
-        scores = torch.matmul(q, k.transpose(-1, -2))
-        if scale:
-            scores = scores * head_dim ** -0.5
-        scores = scores.masked_fill(~packing.allowed, torch.finfo(torch.float32).min)
-        out = torch.matmul(torch.softmax(scores, dim=-1), v)
+    out = masked_attention(q, k, v, packing.allowed, scale)
     out = out.transpose(1, 2).reshape(packing.rows * packing.columns, width)
     return out.index_select(0, packing.token_index)
+
+
+def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor,
+                     scale: bool) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d/H), masked) v`` in float32: ``q [B, H, T, d/H]``, ``k, v [B, H, C, d/H]``,
+    ``allowed [B, 1, T, C]`` bool; masked scores get the most negative float, as GPT-2's own attention does.
+
+    Float32 under autocast too: on CPUs these many tiny batched matrix multiplies (``B * H`` of ``[T, C]``)
+    run about 3x faster in float32 than in bf16, and round less."""
+    with torch.autocast(q.device.type, enabled=False):  # autocast would cast the matmuls back to bf16
+        scores = torch.matmul(q.float(), k.float().transpose(-1, -2))
+        if scale:
+            scores = scores * q.shape[-1] ** -0.5
+        scores = scores.masked_fill(~allowed, torch.finfo(torch.float32).min)
+        return torch.matmul(torch.softmax(scores, dim=-1), v.float())
+
+
+def layer_norm(x: torch.Tensor, norm) -> torch.Tensor:
+    """``norm(x)`` for a GPT-2 ``nn.LayerNorm`` `norm`, as a function call (autocast treats both alike)."""
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
 
 def conv1d(layer, x: torch.Tensor) -> torch.Tensor:
@@ -158,8 +171,7 @@ def conv1d(layer, x: torch.Tensor) -> torch.Tensor:
 
 def mlp_block(block, h: torch.Tensor) -> torch.Tensor:
     """The second half of a GPT-2 block, without its residual: ``MLP(ln_2(h))``, ``[..., d]``."""
-    x = F.layer_norm(h, block.ln_2.normalized_shape, block.ln_2.weight, block.ln_2.bias, block.ln_2.eps)
-    return conv1d(block.mlp.c_proj, gelu_tanh(conv1d(block.mlp.c_fc, x)))
+    return conv1d(block.mlp.c_proj, gelu_tanh(conv1d(block.mlp.c_fc, layer_norm(h, block.ln_2))))
 
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -177,14 +189,11 @@ def packed_hidden_states(lm, input_ids: torch.Tensor, packing: Packing) -> torch
     transformer, config = lm.transformer, lm.config
     h = transformer.wte(input_ids.reshape(-1)[packing.token_index]) + transformer.wpe(packing.positions)  # [N, d]
     for block in transformer.h:
-        x = F.layer_norm(h, block.ln_1.normalized_shape, block.ln_1.weight, block.ln_1.bias, block.ln_1.eps)
-        attended = _attention(block, x, packing, config.scale_attn_weights)
+        attended = _attention(block, layer_norm(h, block.ln_1), packing, config.scale_attn_weights)
         h = h + conv1d(block.attn.c_proj, attended)
         h = h + mlp_block(block, h)
     # ln_f is position-wise too: apply it to the kept outputs only
-    h = h.index_select(0, packing.output_index)
-    ln_f = transformer.ln_f
-    return F.layer_norm(h, ln_f.normalized_shape, ln_f.weight, ln_f.bias, ln_f.eps)
+    return layer_norm(h.index_select(0, packing.output_index), transformer.ln_f)
 
 
 def packed_logits(lm, input_ids: torch.Tensor, packing: Packing, hidden: torch.Tensor | None = None) -> torch.Tensor:
