@@ -61,13 +61,13 @@ def run(args) -> None:
                              prompts, config.ppo, out)
 
         def keep(stats):
-            minutes = trainer.state["seconds"] / 60
+            minutes = trainer.state["train_seconds"] / 60
             if minutes >= args.every * len(snapshots) - 1e-9 or trainer.state["step"] >= config.ppo.max_steps:
                 lm = trainer.accelerator.unwrap_model(trainer.policy).lm
                 snapshots.append((minutes, trainer.state["step"], copy.deepcopy(lm.state_dict())))
 
         trainer.train(progress=True, callback=keep)
-        last_minutes = trainer.state["seconds"] / 60
+        last_minutes = trainer.state["train_seconds"] / 60
         if snapshots[-1][1] != trainer.state["step"]:  # the time budget ended between two snapshots
             lm = trainer.accelerator.unwrap_model(trainer.policy).lm
             snapshots.append((last_minutes, trainer.state["step"], copy.deepcopy(lm.state_dict())))

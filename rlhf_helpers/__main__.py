@@ -22,10 +22,15 @@ from typing import Annotated
 
 import tyro
 
-from .config import PROFILES, CourseConfig, check_n_prompts, finalize, get_config
+from .config import PROFILES, CourseConfig, finalize, get_config
 from .core.distributed import is_main_process
+from .core.errors import CourseError
 
 TRACEBACK_ENV_VAR = "RLHF_TRACEBACK"  # set it to see the traceback behind an error message
+PATH_FLAGS = ("--output-dir", "--export-to", "--tokenizer-name-or-path", "--model-name-or-path")
+STOPPED_BY_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
+"""Exit status of a stage that a stop signal ended after a checkpoint: 128 + the signal's number, as a shell
+reports a command killed by it, so ``ppo && evaluate`` does not go on to evaluate a half-trained policy."""
 
 # The CourseConfig's fields are flags without a prefix (--seed, --ppo.kl-target), not --config.seed.
 Config = Annotated[CourseConfig, tyro.conf.arg(name="")]
@@ -92,11 +97,10 @@ class Ppo:
 
 @dataclass
 class Evaluate:
-    """SFT vs PPO on held-out prompts: reward, two independent judges, KL, perplexity, diversity."""
+    """SFT vs PPO on held-out prompts: reward, two independent judges, KL, perplexity, diversity (settings:
+    --evaluation.*)."""
 
     config: Config
-    n_prompts: int = 256
-    """Held-out prompts to evaluate on (at least 1; more than the held-out prompts: all of them)."""
 
 
 @dataclass
@@ -108,8 +112,6 @@ class Run:
     """Train the SFT policy too (tiny default: use the shipped one; the gpt2 profile always trains it)."""
     train_reward: bool = False
     """Train the reward model too (tiny default: the shipped one; the gpt2 profile always trains it)."""
-    n_prompts: int = 256
-    """Held-out prompts for the evaluation (at least 1; more than the held-out prompts: all of them)."""
 
 
 COMMANDS = {"tokenizer": Tokenizer, "data": Data, "sft": Sft, "reward": Reward, "ppo": Ppo, "evaluate": Evaluate,
@@ -155,16 +157,25 @@ def main(argv: list[str] | None = None) -> int:
         defaults = get_config(profile)
     except (ValueError, TypeError) as err:
         _usage_error(str(err))
+    _refuse_empty_paths(rest)
     command_class = COMMANDS[stage]
     command = tyro.cli(command_class, default=command_class(config=defaults), args=rest,
                        prog=f"python -m rlhf_helpers {stage}", description=command_class.__doc__)
     try:
         config = finalize(command.config)
-        if stage in ("evaluate", "run"):
-            check_n_prompts(command.n_prompts)
-    except (ValueError, TypeError) as err:
+    except CourseError as err:
         _usage_error(str(err))
     return run_command(stage, command, config)
+
+
+def _refuse_empty_paths(args: list[str]) -> None:
+    """An empty path (``--output-dir ""``) would reach the stages as the current directory: refuse it here."""
+    for k, arg in enumerate(args):
+        flag, eq, value = arg.partition("=")
+        if flag in PATH_FLAGS and ((eq and not value.strip()) or (not eq and k + 1 < len(args)
+                                                                  and not args[k + 1].strip())):
+            _usage_error(f"{flag} is empty: an empty path would mean the current directory ({Path.cwd()}). Name a "
+                         "directory, or leave the flag out for the default.")
 
 
 def _usage_error(message: str):
@@ -182,92 +193,69 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def _output_dirs(stage: str, command, config: CourseConfig) -> list[tuple[Path, str | None]]:
-    """The directories a stage will write, each with the way out if it cannot (None: the default wording)."""
-    other_dir = "Choose another --output-dir (a directory you can write)."
-    trl = stage == "reward" and command.trl
-    defaults = {"tokenizer": "tokenizer", "data": "data", "sft": "sft_policy", "ppo": "ppo_policy",
-                "reward": "reward_model_trl" if trl else "reward_model", "evaluate": "evaluation", "run": ""}
-    given = getattr(command, "output_dir", None)
-    dirs = [(Path(given), other_dir) if given else (config.artifacts_dir / defaults[stage], None)]
-    if getattr(command, "export_to", None):
-        dirs.append((Path(command.export_to), "Choose another --export-to (a directory you can write)."))
-    return dirs
-
-
 def _preflight(stage: str, command, config: CourseConfig, pipeline) -> None:
-    """Checked before any work (the values were checked by `main`): the output locations, the hub (gpt2 profile)."""
-    for directory, way_out in _output_dirs(stage, command, config):
-        pipeline.check_writable_dir(directory, way_out)
-    pipeline.require_hub(config, "reward_trl" if stage == "reward" and command.trl else stage)
+    """Everything checked before any work (the values were checked by `main`): the stage contract's checks
+    (`rlhf_helpers.pipeline.preflight`: output locations, inputs, hub, batch split, the lock)."""
+    name = "reward_trl" if stage == "reward" and command.trl else stage
+    pipeline.preflight(config, name, getattr(command, "output_dir", None), getattr(command, "export_to", None))
 
 
 def run_command(stage: str, command, config: CourseConfig) -> int:
+    """Run a stage: a refusal before any work exits 2, a refusal once it started exits 1 (one ``error:`` line each;
+    ``RLHF_TRACEBACK=1`` shows the traceback), a stage stopped by a signal exits 128 + its number. Any other error
+    is a bug: its traceback is shown."""
     from . import pipeline
 
-    refused = (pipeline.OutputLocationError, pipeline.HubUnavailableError)
     try:
         _preflight(stage, command, config, pipeline)
-    except refused as err:
+    except CourseError as err:
+        if os.environ.get(TRACEBACK_ENV_VAR):
+            raise
         _usage_error(str(err))
     _quiet_libraries()
     try:
-        _run_stage(stage, command, config, pipeline)
-    except refused as err:  # the checks a stage makes itself, e.g. each stage of `run`
-        _usage_error(str(err))
-    except _refusals() as err:  # a message written for the user: no traceback unless asked for
+        result = _run_stage(stage, command, config, pipeline)
+    except CourseError as err:  # a message written for the user: no traceback unless asked for
         if os.environ.get(TRACEBACK_ENV_VAR):
             raise
         print(f"error: {err}\n(set {TRACEBACK_ENV_VAR}=1 for the traceback)", file=sys.stderr)
         return 1
-    return 0
+    signal_name = getattr(result, "interrupted", None) if isinstance(result, str) else (
+        result.get("signal") or "SIGINT" if result.get("interrupted") else None)
+    return STOPPED_BY_SIGNAL.get(signal_name, 130) if signal_name else 0
 
 
-def _refusals() -> tuple[type[BaseException], ...]:
-    """The errors whose messages say what went wrong and what to do (printed without a traceback): a checkpoint
-    that is torn or was written with other settings, a locked output directory, a non-finite loss, a model and
-    tokenizer that do not belong together, an incomplete or damaged model directory."""
-    from .core.checkpoint import CheckpointError, SettingsChangedError
-    from .core.lock import RunLockedError
-
-    return (CheckpointError, SettingsChangedError, RunLockedError, FloatingPointError, ValueError, TypeError,
-            FileNotFoundError, NotADirectoryError)
-
-
-def _run_stage(stage: str, command, config: CourseConfig, pipeline) -> None:
+def _run_stage(stage: str, command, config: CourseConfig, pipeline) -> dict | str:
+    """Run the stage, print its summary, and return it."""
     if stage == "tokenizer":
-        _print(pipeline.stage_tokenizer(config))
+        result = pipeline.stage_tokenizer(config)
     elif stage == "data":
-        _print(pipeline.stage_data(config))
+        result = pipeline.stage_data(config)
     elif stage == "sft":
         result = pipeline.stage_sft(config, output_dir=command.output_dir, resume=not command.no_resume,
                                     allow_changed_settings=command.allow_changed_settings)
         if command.export_to and not result.get("interrupted"):
             result["exported_to"] = str(pipeline.export_policy(result["dir"], command.export_to))
-        _print(result)
     elif stage == "reward" and command.trl:
-        from .reward.trl_twin import stage_reward_trl
-
-        result = stage_reward_trl(config, output_dir=command.output_dir)
+        result = pipeline.stage_reward_trl(config, output_dir=command.output_dir)
         if command.export_to:  # the TRL model's weights are not shipped: its run card is the record
             Path(command.export_to).mkdir(parents=True, exist_ok=True)
             shutil.copy2(Path(result["dir"]) / "run_card_reward_trl.json", command.export_to)
             result["exported_to"] = str(command.export_to)
-        _print(result)
     elif stage == "reward":
         result = pipeline.stage_reward(config, output_dir=command.output_dir, resume=not command.no_resume,
                                        allow_changed_settings=command.allow_changed_settings)
         if command.export_to and not result.get("interrupted"):
             result["exported_to"] = str(pipeline.export_policy(result["dir"], command.export_to))
-        _print(result)
     elif stage == "ppo":
-        _print(pipeline.stage_ppo(config, output_dir=command.output_dir, resume=not command.no_resume,
-                                  allow_changed_settings=command.allow_changed_settings))
+        result = pipeline.stage_ppo(config, output_dir=command.output_dir, resume=not command.no_resume,
+                                    allow_changed_settings=command.allow_changed_settings)
     elif stage == "evaluate":
-        _print(pipeline.stage_evaluate(config, n_prompts=command.n_prompts))
-    elif stage == "run":
-        _print(pipeline.stage_run(config, train_sft=command.train_sft, train_reward=command.train_reward,
-                                  n_prompts=command.n_prompts))
+        result = pipeline.stage_evaluate(config)
+    else:
+        result = pipeline.stage_run(config, train_sft=command.train_sft, train_reward=command.train_reward)
+    _print(result)
+    return result
 
 
 if __name__ == "__main__":

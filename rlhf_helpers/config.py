@@ -42,19 +42,25 @@ from typing import Annotated, ClassVar
 
 import tyro
 
+from .core.errors import BadTypeError, BadValueError
+from .core.files import ARTIFACTS_ENV_VAR, artifacts_root  # noqa: F401 (re-exported: the course's settings)
+from .core.precision import PRECISIONS
 from .core.validation import (
     AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, RULES, UNIT_INTERVAL, at_least, between, check_fields, check_positive_int,
-    one_of,
+    flag_name, one_of,
 )
 
 PROFILE_ENV_VAR = "RLHF_PROFILE"
-ARTIFACTS_ENV_VAR = "RLHF_ARTIFACTS"
 DEFAULT_PROFILE = "tiny"
+
+ARTIFACTS = {"tokenizer": "tokenizer", "data": "data", "sft": "sft_policy", "reward": "reward_model",
+             "reward_trl": "reward_model_trl", "ppo": "ppo_policy", "evaluate": "evaluation", "run": ""}
+"""Where each stage writes, under ``<artifacts root>/<profile>/`` (`CourseConfig.artifact_dir`): the one table of
+these names. ``run`` writes its run card and report figure at the top of the profile's directory."""
 
 # The stage seeds are set from the course seed (one seed per run): hidden on the command line.
 StageSeed = Annotated[int, tyro.conf.Suppress]
 
-MIXED_PRECISIONS = ("auto", "bf16", "fp16", "no")  # the same as `rlhf_helpers.core.precision.PRECISIONS`
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding takes 32 bits
 
 
@@ -88,6 +94,11 @@ class TrainConfig:
     @property
     def _prefix(self) -> str:
         return f"{self.stage}." if self.stage else ""
+
+    def flag(self, field_name: str) -> str:
+        """The command-line flag of one of this config's fields: ``PPOConfig().flag("max_steps")`` is
+        ``"--ppo.max-steps"``."""
+        return flag_name(self._prefix, field_name)
 
     def validate(self) -> None:
         """Raise a `TypeError` / `ValueError` that names the field and says what is allowed, before any model
@@ -178,17 +189,21 @@ class RewardConfig(SupervisedConfig):
     """Snippet pairs per optimiser step (short: ~10x cheaper per pair than full reviews)."""
     eval_pairs: int = 256
     """Held-out pairs per view used for the curve (the final evaluation uses all of them)."""
+    normalisation_prompts: int = 512
+    """Train prompts whose responses, sampled from the SFT policy as PPO samples them, set the reward's mean and
+    standard deviation after training (Huang et al. 2023, reward normalisation)."""
 
     def _check_relations(self) -> None:
         if self.full_batch_size + self.snippet_batch_size < 1:
-            raise ValueError(f"{self._prefix}full_batch_size and {self._prefix}snippet_batch_size are both 0: at "
+            raise BadValueError(f"{self._prefix}full_batch_size and {self._prefix}snippet_batch_size are both 0: at "
                              "least one view needs pairs (one of them may be 0 to train on the other view only).")
 
 
 @dataclass
 class PPOConfig(TrainConfig):
     """PPO (notebooks 05–06). The historical TRL (0.11) value is beside each default. The tiny profile changes
-    four (`PROFILES`): the fast path, 1 epoch, learning rate 2e-4, 2.5 minutes."""
+    four (`PROFILES`): the faster recipe (`FAST_PPO_RECIPE`: the fast path, 1 epoch, learning rate 2e-4) and a
+    2.5-minute budget."""
 
     stage: ClassVar[str] = "ppo"
 
@@ -276,18 +291,90 @@ class PPOConfig(TrainConfig):
         """
         super().validate()
         if context_length is not None and self.response_max_tokens + 8 > context_length:
-            raise ValueError(f"{self._prefix}response_max_tokens={self.response_max_tokens} plus an 8-token prompt "
+            raise BadValueError(f"{self._prefix}response_max_tokens={self.response_max_tokens} plus an 8-token prompt "
                              f"exceeds the model's context of {context_length} tokens: lower "
                              f"{self._prefix}response_max_tokens.")
 
     def _check_relations(self) -> None:
         p = self._prefix
         if self.batch_size % self.mini_batch_size:
-            raise ValueError(f"{p}batch_size={self.batch_size} is not divisible into mini-batches of "
+            raise BadValueError(f"{p}batch_size={self.batch_size} is not divisible into mini-batches of "
                              f"{p}mini_batch_size={self.mini_batch_size}: choose a mini_batch_size that divides it.")
         if self.response_min_tokens > self.response_max_tokens:
-            raise ValueError(f"response length bounds [{self.response_min_tokens}, {self.response_max_tokens}] are "
+            raise BadValueError(f"response length bounds [{self.response_min_tokens}, {self.response_max_tokens}] are "
                              f"empty or reversed: need 1 <= {p}response_min_tokens <= {p}response_max_tokens.")
+
+
+@dataclass
+class DPOConfig(SupervisedConfig):
+    """DPO (notebook 08; Rafailov et al. 2023): AdamW with warmup and cosine decay, as the supervised stages."""
+
+    stage: ClassVar[str] = "dpo"
+
+    beta: float = 0.1
+    """Strength of the implicit KL leash (the paper's IMDb sweep: 0.05, 0.1, 1, 5)."""
+    max_steps: int = 300
+    """Optimiser steps."""
+    learning_rate: float = 1e-4
+    """Peak learning rate (the paper: 1e-6 for gpt2-large; a 5 M-parameter model takes larger steps)."""
+    batch_size: int = 32
+    """Pairs per optimiser step (64 sequences)."""
+    warmup_steps: int = 20
+    """Linear warmup from 0."""
+    weight_decay: float = 0.0
+    """AdamW weight decay on matrices."""
+    eval_every: int = 50
+    """Steps between held-out evaluations."""
+    checkpoint_every: int = 50
+    """Steps between resumable checkpoints."""
+
+
+@dataclass
+class PreferredFTConfig(SupervisedConfig):
+    """Supervised fine-tuning on the chosen completions (the DPO paper's "Preferred-FT", notebook 08)."""
+
+    stage: ClassVar[str] = "preferred_ft"
+
+    max_steps: int = 200
+    """Optimiser steps."""
+    learning_rate: float = 1e-4
+    """Peak learning rate."""
+    batch_size: int = 32
+    """Chosen completions per optimiser step."""
+    warmup_steps: int = 20
+    """Linear warmup from 0."""
+    weight_decay: float = 0.0
+    """AdamW weight decay on matrices."""
+    eval_every: int = 25
+    """Steps between held-out evaluations."""
+    checkpoint_every: int = 25
+    """Steps between resumable checkpoints."""
+
+
+@dataclass
+class EvaluationConfig:
+    """How a policy is judged on held-out prompts (the `evaluate` stage, notebooks 07 and 08): the same prompts
+    and sampling seed for every policy, so that two policies differ only by what they learned."""
+
+    stage: ClassVar[str] = "evaluation"
+
+    n_prompts: int = 256
+    """Held-out prompts (the first ones of the held-out split; more than there are: all of them)."""
+    seed: int = 1234
+    """Sampling seed of the responses, the same for every policy evaluated (not the course seed: a policy trained
+    with another seed is judged on the same draws)."""
+
+    def flag(self, field_name: str) -> str:
+        return flag_name("evaluation.", field_name)
+
+    def validate(self) -> None:
+        check_fields(self, "evaluation.")
+
+
+FAST_PPO_RECIPE = dict(fast_path=True, ppo_epochs=1, learning_rate=2e-4)
+"""The faster PPO recipe (benchmarks/ppo_time_to_result.py): the fast path, one epoch per batch, a larger learning
+rate. The tiny profile runs it; notebook 07's sweeps (`rlhf_helpers.evaluation.sweep.fast_recipe`) start from it.
+`PPOConfig`'s own defaults (4 epochs, 5e-5, the plain path) are the recipe the course derives (notebook 05)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -339,11 +426,30 @@ class CourseConfig:
     """The Bradley–Terry reward model (notebook 03)."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     """PPO (notebooks 05–06)."""
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    """DPO (notebook 08)."""
+    preferred_ft: PreferredFTConfig = field(default_factory=PreferredFTConfig)
+    """Preferred-FT (notebook 08)."""
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    """The held-out evaluation (the `evaluate` stage)."""
+
+    # ---- what the profile ships and what its main job trains ----------------------------------
+    run_trains: Annotated[tuple[str, ...], tyro.conf.Suppress] = ("ppo",)
+    """Training stages the main job (`run`) runs: the tiny profile ships a trained SFT policy and reward model, so
+    only PPO (`--train-sft` / `--train-reward` add the others); the gpt2 profile trains all three."""
+    sample_note: Annotated[str, tyro.conf.Suppress] = (
+        "(The tiny profile's 5 M-parameter model writes locally fluent, globally incoherent text; for real GPT-2, "
+        "run with --profile gpt2.)")
+    """A line the end-of-run summary prints above the sample continuations ("": none)."""
 
     @property
     def artifacts_dir(self) -> Path:
         """Directory where this profile's artifacts live (created on demand by writers)."""
         return artifacts_root() / self.name
+
+    def artifact_dir(self, stage: str) -> Path:
+        """Where `stage` writes by default: ``<artifacts root>/<profile>/<ARTIFACTS[stage]>``."""
+        return self.artifacts_dir / ARTIFACTS[stage]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -353,37 +459,44 @@ class CourseConfig:
         `ValueError` that names the field and says what is allowed (`finalize` and `get_config` call it)."""
         check_fields(self)
         if not self.name.strip() or self.name in (".", "..") or any(sep in self.name for sep in "/\\"):
-            raise ValueError(f"name (the profile) must be a plain directory name, got {self.name!r}. "
+            raise BadValueError(f"name (the profile) must be a plain directory name, got {self.name!r}. "
                              f"Available profiles: {', '.join(sorted(PROFILES))}.")
         for stage in STAGES:
             getattr(self, stage).validate()
+        self.evaluation.validate()
+        unknown = [stage for stage in self.run_trains if stage not in ("sft", "reward", "ppo")]
+        if unknown or "ppo" not in self.run_trains:
+            raise BadValueError(f"run_trains must name training stages among 'sft', 'reward', 'ppo' and include 'ppo', "
+                             f"got {self.run_trains!r}.")
         if self.prompt_min_tokens < 1 or self.prompt_max_tokens < self.prompt_min_tokens:
-            raise ValueError(
+            raise BadValueError(
                 f"Prompt-length bounds [{self.prompt_min_tokens}, {self.prompt_max_tokens}] are empty "
                 "or reversed: need 1 <= prompt_min_tokens <= prompt_max_tokens."
             )
         if self.prompt_max_tokens + self.ppo.response_max_tokens > self.n_positions:
-            raise ValueError(
+            raise BadValueError(
                 f"prompt_max_tokens={self.prompt_max_tokens} + ppo.response_max_tokens={self.ppo.response_max_tokens} "
                 f"exceeds the context, n_positions={self.n_positions}: a prompt and its longest response must fit "
                 "(lower --prompt-max-tokens or --ppo.response-max-tokens)."
             )
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: each attention head "
+            raise BadValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: each attention head "
                              "gets n_embd / n_head dimensions (choose n_head dividing n_embd).")
         if self.model_name_or_path is None:  # a fresh model: its context is n_positions
             for where, length in (("sft.block_size", self.sft.block_size), ("reward.max_length", self.reward.max_length)):
                 if length > self.n_positions:
-                    raise ValueError(f"{where}={length} exceeds the model's context, n_positions={self.n_positions}: "
+                    raise BadValueError(f"{where}={length} exceeds the model's context, n_positions={self.n_positions}: "
                                      f"need {where} <= n_positions.")
 
 
-STAGES = {"sft": SFTConfig, "reward": RewardConfig, "ppo": PPOConfig}
+STAGES = {"sft": SFTConfig, "reward": RewardConfig, "ppo": PPOConfig, "dpo": DPOConfig,
+          "preferred_ft": PreferredFTConfig}
+"""The training stages' configs (each a `TrainConfig`: the course seed is copied into them)."""
 
 RULES.update({
     TrainConfig: dict(
         max_steps=AT_LEAST_ONE, max_minutes=POSITIVE, learning_rate=POSITIVE, max_grad_norm=NON_NEGATIVE,
-        mixed_precision=one_of(*MIXED_PRECISIONS), checkpoint_every=AT_LEAST_ONE, seed=between(0, MAX_SEED),
+        mixed_precision=one_of(*PRECISIONS), checkpoint_every=AT_LEAST_ONE, seed=between(0, MAX_SEED),
     ),
     SupervisedConfig: dict(
         warmup_steps=NON_NEGATIVE, min_lr_ratio=UNIT_INTERVAL, weight_decay=NON_NEGATIVE,
@@ -393,7 +506,10 @@ RULES.update({
     SFTConfig: dict(block_size=at_least(2), batch_size=AT_LEAST_ONE, eval_blocks=AT_LEAST_ONE,
                     max_train_blocks=AT_LEAST_ONE),
     RewardConfig: dict(max_length=at_least(2), keep=one_of("first", "last"), full_batch_size=NON_NEGATIVE,
-                       snippet_batch_size=NON_NEGATIVE, eval_pairs=AT_LEAST_ONE),
+                       snippet_batch_size=NON_NEGATIVE, eval_pairs=AT_LEAST_ONE, normalisation_prompts=at_least(2)),
+    DPOConfig: dict(beta=POSITIVE, batch_size=AT_LEAST_ONE),
+    PreferredFTConfig: dict(batch_size=AT_LEAST_ONE),
+    EvaluationConfig: dict(n_prompts=AT_LEAST_ONE, seed=between(0, MAX_SEED)),
     PPOConfig: dict(
         batch_size=AT_LEAST_ONE, mini_batch_size=AT_LEAST_ONE, micro_batch_size=AT_LEAST_ONE, ppo_epochs=AT_LEAST_ONE,
         response_min_tokens=AT_LEAST_ONE, response_max_tokens=AT_LEAST_ONE, temperature=POSITIVE, top_k=NON_NEGATIVE,
@@ -415,7 +531,7 @@ PROFILES: dict[str, dict] = {
     # The faster PPO recipe (benchmarks/ppo_time_to_result.py): the fast path, one epoch per batch, a larger
     # learning rate, 2.5 minutes. PPOConfig's own defaults (4 epochs, 5e-5, 5 minutes, the plain path) are the
     # recipe the course derives (notebook 05), and what benchmarks/bench_ppo.py compares the paths at.
-    "tiny": dict(name="tiny", ppo=dict(fast_path=True, ppo_epochs=1, learning_rate=2e-4, max_minutes=2.5)),
+    "tiny": dict(name="tiny", ppo=dict(**FAST_PPO_RECIPE, max_minutes=2.5)),
     "gpt2": dict(
         name="gpt2",
         dataset_source="hub",
@@ -426,6 +542,8 @@ PROFILES: dict[str, dict] = {
         n_embd=768,
         n_positions=1024,
         vocab_size=50257,
+        run_trains=("sft", "reward", "ppo"),  # nothing ships: the SFT policy and the reward model are trained
+        sample_note="",
         # Fine-tuning a pretrained 124M GPT-2: a small learning rate, a short run.
         sft=dict(block_size=512, batch_size=16, learning_rate=5e-5, warmup_steps=50, max_steps=2000, eval_blocks=32),
         reward=dict(max_length=512, full_batch_size=8, snippet_batch_size=16, learning_rate=1e-5, max_steps=1000),
@@ -436,18 +554,6 @@ PROFILES: dict[str, dict] = {
 }
 
 
-def artifacts_root() -> Path:
-    """`$RLHF_ARTIFACTS`, else `artifacts/` beside the package in a source checkout, else
-    `~/.cache/rlhf-from-scratch`."""
-    env = os.environ.get(ARTIFACTS_ENV_VAR)
-    if env:
-        return Path(env).expanduser().resolve()
-    checkout = Path(__file__).resolve().parent.parent
-    if (checkout / "pyproject.toml").exists():
-        return checkout / "artifacts"
-    return Path.home() / ".cache" / "rlhf-from-scratch"
-
-
 def resolve_profile_name(profile: str | None = None) -> str:
     """The profile asked for, else `$RLHF_PROFILE`, else "tiny"; unknown names (the empty one too) raise."""
     from_env = profile is None and PROFILE_ENV_VAR in os.environ
@@ -455,7 +561,7 @@ def resolve_profile_name(profile: str | None = None) -> str:
     if not isinstance(name, str) or name not in PROFILES:
         where = f" (from the {PROFILE_ENV_VAR} environment variable; unset it for the default, {DEFAULT_PROFILE})" \
             if from_env else ""
-        raise ValueError(
+        raise BadValueError(
             f"Unknown profile {name!r}{where}. Available profiles: {', '.join(sorted(PROFILES))} "
             f"(choose with --profile or the {PROFILE_ENV_VAR} environment variable)."
         )
@@ -473,9 +579,9 @@ def get_config(profile: str | None = None, **overrides) -> CourseConfig:
     known = {f.name for f in dataclasses.fields(CourseConfig)}
     unknown = set(overrides) - known
     if unknown:
-        raise TypeError(f"Unknown config field(s): {sorted(unknown)}. Known fields: {sorted(known)}")
-    values = {**profile_values, **{k: v for k, v in overrides.items() if k not in STAGES}}
-    for stage, stage_class in STAGES.items():
+        raise BadTypeError(f"Unknown config field(s): {sorted(unknown)}. Known fields: {sorted(known)}")
+    values = {**profile_values, **{k: v for k, v in overrides.items() if k not in NESTED}}
+    for stage, stage_class in NESTED.items():
         given = overrides.get(stage, {})
         if isinstance(given, stage_class):
             values[stage] = given
@@ -483,21 +589,36 @@ def get_config(profile: str | None = None, **overrides) -> CourseConfig:
             stage_values = {**profile_values.get(stage, {}), **dict(given)}
             stage_unknown = set(stage_values) - {f.name for f in dataclasses.fields(stage_class)}
             if stage_unknown:
-                raise TypeError(f"Unknown {stage} field(s): {sorted(stage_unknown)}.")
+                raise BadTypeError(f"Unknown {stage} field(s): {sorted(stage_unknown)}.")
             values[stage] = stage_class(**stage_values)
     return finalize(CourseConfig(**values))
 
 
+NESTED = {**STAGES, "evaluation": EvaluationConfig}
+"""Every nested config of `CourseConfig`: overridden in `get_config` by a dict or a whole config object."""
+
+DATA_FIELDS = ("dataset_source", "min_review_chars", "eval_fraction", "prompt_min_tokens", "prompt_max_tokens",
+               "tokenizer_name_or_path", "vocab_size")
+"""The course fields that shape a training stage's data (rows, split, prompts, tokens): a resumed run must share
+them with its checkpoint, as it shares the stage's own settings."""
+
+
+def data_settings_of(config: CourseConfig | dict | None) -> dict:
+    """The `DATA_FIELDS` of a config (or of its ``to_dict()``, as run cards hold it); {} for None."""
+    values = config.to_dict() if isinstance(config, CourseConfig) else (config or {})
+    return {k: values[k] for k in DATA_FIELDS if k in values}
+
+
 def check_n_prompts(n_prompts) -> int:
     """The evaluation's `n_prompts` (held-out prompts to evaluate on) must be an integer >= 1."""
-    return check_positive_int(n_prompts, "n_prompts", "--n-prompts")
+    return check_positive_int(n_prompts, "evaluation.n_prompts", "--evaluation.n-prompts")
 
 
 def finalize(config: CourseConfig) -> CourseConfig:
     """Copy the course seed into every stage and check every value (`CourseConfig.validate`), so that a bad
     value stops a stage before any model is loaded, with a message that says what is allowed."""
     if not isinstance(config, CourseConfig):
-        raise TypeError(f"Expected a CourseConfig, got {type(config).__name__}.")
+        raise BadTypeError(f"Expected a CourseConfig, got {type(config).__name__}.")
     for name in ("tokenizer_name_or_path", "model_name_or_path"):  # a pathlib.Path is a fine local directory
         if isinstance(getattr(config, name), os.PathLike):
             setattr(config, name, os.fspath(getattr(config, name)))

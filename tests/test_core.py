@@ -241,7 +241,7 @@ def test_last_token_index_of_padded_rows():
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_the_course_seed_reaches_every_stage(profile):
     config = get_config(profile, seed=7, ppo={"max_steps": 3})
-    assert [getattr(config, stage).seed for stage in STAGES] == [7, 7, 7]
+    assert [getattr(config, stage).seed for stage in STAGES] == [7] * len(STAGES)
     assert config.ppo.max_steps == 3
     # a stage given as a whole object gets the course seed too
     config = get_config(profile, seed=5, ppo=PPOConfig(seed=99))

@@ -11,6 +11,8 @@ import math
 import os
 
 import pytest
+
+from rlhf_helpers.core.errors import CourseError
 import torch
 
 from rlhf_helpers import pipeline
@@ -109,7 +111,7 @@ def test_bad_config_values_are_refused_with_what_is_allowed(overrides, error, wo
     with pytest.raises(error) as raised:
         get_config("tiny", **overrides)
     message = str(raised.value)
-    assert type(raised.value) is error
+    assert isinstance(raised.value, error) and isinstance(raised.value, CourseError)
     for word in words:
         assert word in message, (word, message)
     assert "\n" not in message  # one line: the command line prints it as `error: ...`
@@ -180,7 +182,7 @@ def test_stages_check_a_config_changed_after_get_config(stage, artifacts, no_wor
 
 @pytest.mark.parametrize("value, error", [(0, ValueError), (-5, ValueError), ("7", TypeError), (True, TypeError)])
 def test_n_prompts_must_be_at_least_one(value, error):
-    with pytest.raises(error, match=r"n_prompts must be an integer >= 1, got .*\(flag --n-prompts\)"):
+    with pytest.raises(error, match=r"evaluation.n_prompts must be an integer >= 1, got .*\(flag --evaluation.n-prompts\)"):
         check_n_prompts(value)
     assert check_n_prompts(1) == 1
 
@@ -199,7 +201,7 @@ def test_more_prompts_than_held_out_evaluates_all_and_says_so(artifacts, monkeyp
         seen["prompts"] = prompts
         return {"reward": 0.0}, []
 
-    monkeypatch.setattr(pipeline, "load_policy", lambda source: (object(), None))
+    monkeypatch.setattr(pipeline, "load_policy", lambda source, **kwargs: (object(), None))
     monkeypatch.setattr(pipeline, "load_reward_model", lambda source, **kwargs: Scorer())
     monkeypatch.setattr(pipeline, "default_judges", lambda config: {})
     monkeypatch.setattr(pipeline, "build_dataset", lambda *a, **k: {"input_ids": [torch.tensor([1, 2])] * 3})
@@ -236,9 +238,9 @@ def test_stage_evaluate_and_run_refuse_bad_n_prompts_before_loading(artifacts, n
     (["reward", "--reward.keep", "middle"], ["reward.keep", "one of 'first', 'last'"]),
     (["data", "--seed", "-1"], ["seed", "an integer in [0, 4294967295], got -1"]),
     (["data", "--prompt-max-tokens", "500"], ["prompt_max_tokens=500", "n_positions=256"]),
-    (["evaluate", "--n-prompts", "-5"], ["n_prompts must be an integer >= 1, got -5", "--n-prompts"]),
-    (["evaluate", "--n-prompts", "0"], ["n_prompts must be an integer >= 1, got 0"]),
-    (["run", "--n-prompts", "0"], ["n_prompts must be an integer >= 1, got 0"]),
+    (["evaluate", "--evaluation.n-prompts", "-5"], ["evaluation.n_prompts must be an integer >= 1, got -5", "--evaluation.n-prompts"]),
+    (["evaluate", "--evaluation.n-prompts", "0"], ["evaluation.n_prompts must be an integer >= 1, got 0"]),
+    (["run", "--evaluation.n-prompts", "0"], ["evaluation.n_prompts must be an integer >= 1, got 0"]),
     (["--profile", "", "data"], ["Unknown profile ''", "Available profiles: gpt2, tiny"]),
 ])
 def test_cli_refuses_bad_values_before_any_work(argv, words, artifacts, no_work, capsys):
@@ -406,10 +408,14 @@ def hub_off(monkeypatch):
 def test_gpt2_profile_offline_names_the_offline_profile(stage, needs, hub_off):
     with pytest.raises(pipeline.HubUnavailableError) as raised:
         pipeline.require_hub(get_config("gpt2"), stage)
-    assert str(raised.value) == (
-        f"The 'gpt2' profile's {stage} stage needs {needs} from the Hugging Face hub, but the hub is switched off "
-        "(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set). Use the offline profile: --profile tiny (get_config('tiny')), "
-        "which needs no network.")
+    message = str(raised.value)
+    assert message.startswith(f"The 'gpt2' profile's {stage} stage needs ")
+    for ref in needs.split(", "):
+        assert ref in message, (ref, message)
+    assert "the hub is switched off (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set)" in message
+    # every way out: the offline rows, local directories, the caches, the offline profile
+    assert ("--dataset-source offline" in message) == ("stanfordnlp/imdb" in needs)
+    assert "local caches" in message and "--profile tiny (get_config('tiny'))" in message
 
 
 def test_gpt2_offline_with_everything_local_or_cached_passes(hub_off, monkeypatch, tmp_path):
@@ -435,8 +441,7 @@ def test_gpt2_profile_unreachable_hub(monkeypatch):
     monkeypatch.setattr(pipeline, "hub_is_offline", lambda: False)
     monkeypatch.setattr(pipeline, "_in_hub_cache", lambda kind, ref: False)
     monkeypatch.setattr(pipeline, "hub_reachable", lambda: False)
-    with pytest.raises(pipeline.HubUnavailableError, match=r"cannot be reached\. Use the offline profile: "
-                                                           r"--profile tiny"):
+    with pytest.raises(pipeline.HubUnavailableError, match=r"cannot be reached\. Ways out: .*--profile tiny"):
         pipeline.require_hub(get_config("gpt2"), "ppo")
     monkeypatch.setattr(pipeline, "hub_reachable", lambda: True)
     pipeline.require_hub(get_config("gpt2"), "ppo")  # online: nothing to say
@@ -494,7 +499,7 @@ def test_stage_ppo_passes_allow_changed_settings_to_maybe_resume(tmp_path, artif
             pass
 
     class Trainer:
-        state = {"step": 0, "seconds": 0.0}
+        state = {"step": 0, "train_seconds": 0.0}
         interrupted, already_finished = False, False
 
         def __init__(self, *args, **kwargs):
@@ -510,9 +515,9 @@ def test_stage_ppo_passes_allow_changed_settings_to_maybe_resume(tmp_path, artif
         def save(self, output_dir):
             pass
 
-    monkeypatch.setattr(pipeline, "load_policy", lambda source: (object(), None))
+    monkeypatch.setattr(pipeline, "load_policy", lambda source, **kwargs: (object(), None))
     monkeypatch.setattr(pipeline, "load_reward_model", lambda source, **kwargs: Scorer())
-    monkeypatch.setattr(pipeline, "build_dataset", lambda *args, **kwargs: {"input_ids": []})
+    monkeypatch.setattr(pipeline, "build_dataset", lambda *args, **kwargs: {"input_ids": [[1, 2]] * 64})
     monkeypatch.setattr(pipeline, "PolicyWithValueHead", lambda lm: lm)
     monkeypatch.setattr(pipeline, "PPOTrainer", Trainer)
     pipeline.stage_ppo(get_config("tiny"), output_dir=tmp_path / "ppo", allow_changed_settings=True)
@@ -523,7 +528,8 @@ def test_the_training_functions_take_allow_changed_settings():
     """The resume check lives in the training functions; the stages and the CLI only pass the choice on."""
     from rlhf_helpers.policy.sft import train_sft
     from rlhf_helpers.ppo.trainer import PPOTrainer
-    from rlhf_helpers.reward.training import stage_reward, train_reward_model
+    from rlhf_helpers.pipeline import stage_reward
+    from rlhf_helpers.reward.training import train_reward_model
 
     for function in (train_sft, train_reward_model, stage_reward, PPOTrainer.maybe_resume):
         parameter = inspect.signature(function).parameters.get("allow_changed_settings")
@@ -541,7 +547,7 @@ def test_evaluate_says_up_front_that_ppo_is_skipped(what, artifacts, monkeypatch
         score = None
 
     evaluated = []
-    monkeypatch.setattr(pipeline, "load_policy", lambda source: (object(), None))
+    monkeypatch.setattr(pipeline, "load_policy", lambda source, **kwargs: (object(), None))
     monkeypatch.setattr(pipeline, "load_reward_model", lambda source, **kwargs: Scorer())
     monkeypatch.setattr(pipeline, "default_judges", lambda config: {})
     monkeypatch.setattr(pipeline, "build_dataset", lambda *a, **k: {"input_ids": [torch.tensor([1, 2])] * 3})
@@ -561,16 +567,16 @@ def test_evaluate_says_up_front_that_ppo_is_skipped(what, artifacts, monkeypatch
 
 
 @pytest.mark.parametrize("error", [
-    "SettingsChangedError", "CheckpointError", "RunLockedError", "FloatingPointError", "ValueError",
+    "SettingsChangedError", "CheckpointError", "RunLockedError", "NonFiniteLossError", "BadValueError",
 ])
 def test_cli_prints_a_refusal_without_a_traceback(error, tmp_path, artifacts, monkeypatch, capsys):
     """A stage's own refusal (its message says what to do) is printed as one error line, exit status 1;
     RLHF_TRACEBACK=1 shows the traceback instead."""
-    from rlhf_helpers.core import checkpoint, lock
+    from rlhf_helpers.core import checkpoint, errors, lock
 
     kinds = {"SettingsChangedError": checkpoint.SettingsChangedError, "CheckpointError": checkpoint.CheckpointError,
-             "RunLockedError": lock.RunLockedError, "FloatingPointError": FloatingPointError,
-             "ValueError": ValueError}
+             "RunLockedError": lock.RunLockedError, "NonFiniteLossError": errors.NonFiniteLossError,
+             "BadValueError": errors.BadValueError}
 
     def refusing_stage(config, **kwargs):
         raise kinds[error]("what is wrong, and what to do")
@@ -589,7 +595,7 @@ class _InterruptedTrainer:
     """Stands in for `PPOTrainer`: a `train` that a SIGINT ended after 3 steps (its checkpoint written)."""
 
     def __init__(self, *args, **kwargs):
-        self.state = {"step": 3, "seconds": 4.0}
+        self.state = {"step": 3, "train_seconds": 4.0}
         self.interrupted, self.already_finished, self.signal = False, False, None
         self.message, self.saved = None, False
 
@@ -614,9 +620,9 @@ def test_an_interrupted_ppo_stage_saves_no_final_policy_and_run_stops(artifacts,
         def check_same_tokenizer(self, tokenizer):
             pass
 
-    monkeypatch.setattr(pipeline, "load_policy", lambda source: (torch.nn.Linear(1, 1), None))
+    monkeypatch.setattr(pipeline, "load_policy", lambda source, **kwargs: (torch.nn.Linear(1, 1), None))
     monkeypatch.setattr(pipeline, "load_reward_model", lambda source, **kwargs: Scorer())
-    monkeypatch.setattr(pipeline, "build_dataset", lambda *a, **k: {"input_ids": [[1, 2]]})
+    monkeypatch.setattr(pipeline, "build_dataset", lambda *a, **k: {"input_ids": [[1, 2]] * 64})
     monkeypatch.setattr(pipeline, "PolicyWithValueHead", lambda lm: lm)
     monkeypatch.setattr(pipeline, "PPOTrainer", _InterruptedTrainer)
     result = pipeline.stage_ppo(get_config("tiny"))
@@ -627,3 +633,16 @@ def test_an_interrupted_ppo_stage_saves_no_final_policy_and_run_stops(artifacts,
     monkeypatch.setattr(pipeline, "stage_data", lambda config: {})
     monkeypatch.setattr(pipeline, "stage_evaluate", must_not_run)
     assert pipeline.stage_run(get_config("tiny")) == "Run stopped: " + result["message"]
+
+
+@pytest.mark.parametrize("error", [ValueError, TypeError, FloatingPointError, KeyError])
+def test_cli_keeps_the_traceback_of_a_bug(error, tmp_path, artifacts, monkeypatch):
+    """Only the package's refusals (`CourseError`) become one `error:` line; any other exception is a bug and
+    propagates with its traceback, even a plain ValueError."""
+    def buggy_stage(config, **kwargs):
+        raise error("a bug")
+
+    monkeypatch.setattr(pipeline, "stage_sft", buggy_stage)
+    monkeypatch.delenv("RLHF_TRACEBACK", raising=False)
+    with pytest.raises(error, match="a bug"):
+        main(["sft", "--output-dir", str(tmp_path / "out")])

@@ -16,58 +16,21 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 import torch
 
-from ..config import SupervisedConfig
+from ..config import DPOConfig, PreferredFTConfig
 from ..core.reward_fn import reward_scores
 from ..core.tensors import right_pad
 from ..policy.generation import sample_responses
 from .dpo import dpo_loss, preference_metrics, sequence_logprobs
 
-__all__ = ["DPOTrainConfig", "PreferredFTConfig", "PreferencePairs", "sample_preference_pairs", "gold_scorer", "train_dpo", "train_preferred_ft",
+__all__ = ["DPOConfig", "DPOTrainConfig", "PreferredFTConfig", "PreferencePairs", "sample_preference_pairs", "gold_scorer", "train_dpo", "train_preferred_ft",
            "pair_statistics"]
 
 
-@dataclass
-class DPOTrainConfig(SupervisedConfig):
-    """DPO's settings (AdamW with warmup and cosine decay, as the supervised stages)."""
-
-    stage: ClassVar[str] = "dpo"
-
-    beta: float = 0.1
-    """Strength of the implicit KL leash (the paper's IMDb sweep: 0.05, 0.1, 1, 5)."""
-    max_steps: int = 300
-    learning_rate: float = 1e-4
-    """Peak learning rate (the paper: 1e-6 for gpt2-large; a 5 M-parameter model takes larger steps)."""
-    batch_size: int = 32
-    """Pairs per optimiser step (64 sequences)."""
-    warmup_steps: int = 20
-    weight_decay: float = 0.0
-    eval_every: int = 50
-    checkpoint_every: int = 50
-
-    def _check_relations(self) -> None:
-        if not self.beta > 0:
-            raise ValueError(f"dpo.beta must be > 0, got {self.beta}.")
-
-
-@dataclass
-class PreferredFTConfig(SupervisedConfig):
-    """Supervised fine-tuning on the chosen completions (the DPO paper's "Preferred-FT")."""
-
-    stage: ClassVar[str] = "preferred_ft"
-
-    max_steps: int = 200
-    learning_rate: float = 1e-4
-    batch_size: int = 32
-    """Chosen completions per optimiser step."""
-    warmup_steps: int = 20
-    weight_decay: float = 0.0
-    eval_every: int = 25
-    checkpoint_every: int = 25
+DPOTrainConfig = DPOConfig  # the name notebook 08 and the sweeps use; the settings live in `rlhf_helpers.config`
 
 
 @dataclass
@@ -157,7 +120,7 @@ def train_dpo(policy_lm, reference_lm, pairs: PreferencePairs, config: DPOTrainC
     """DPO of `policy_lm` (trained in place) against the frozen `reference_lm` on `pairs`, evaluated by `evaluator`
     (a `HeldOutEvaluator`) every ``config.eval_every`` steps; resumable in `output_dir`. Returns
     `train_loop_with_evaluations`' dict; the training-loss rows also log the implicit reward's accuracy and margin."""
-    from ..core.training import batch_indices
+    from ..core.run import batch_indices
     from ..evaluation.along_training import train_loop_with_evaluations
 
     config.validate()
@@ -187,7 +150,7 @@ def train_preferred_ft(policy_lm, pairs: PreferencePairs, config: PreferredFTCon
     """"Preferred-FT" (the DPO paper's baseline): supervised fine-tuning on the *chosen* completions only, the
     mean negative log-likelihood of their tokens given the prompt; evaluated and resumable like `train_dpo`. Uses
     ``config.batch_size`` pairs a step."""
-    from ..core.training import batch_indices
+    from ..core.run import batch_indices
     from ..evaluation.along_training import train_loop_with_evaluations
 
     config.validate()

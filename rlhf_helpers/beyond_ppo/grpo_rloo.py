@@ -38,7 +38,7 @@ from transformers.trainer_callback import PrinterCallback
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
 from ..config import CourseConfig, PPOConfig, get_config
-from ..core.assets import shipped_policy_dir
+from ..sources import resolve_source
 from ..core.run_card import write_run_card
 from ..core.tensors import position_ids_from_mask
 from ..data import build_dataset
@@ -55,8 +55,8 @@ def reward_function(scorer=None, name: str = "reward_model") -> Callable:
     """Our reward model as a TRL reward function ``fn(prompts, completions, **kwargs) -> list[float]``.
 
     Args:
-        scorer: anything with ``score(list[str]) -> FloatTensor[N]``; default the shipped tiny reward model
-            (``reward_model.load_reward_model("tiny")``), whose scores are normalised (mean 0, std 1 on samples
+        scorer: anything with ``score(list[str]) -> FloatTensor[N]``; default the current profile's reward model
+            (``load_reward_model()``: the shipped one for tiny), whose scores are normalised (mean 0, std 1 on samples
             of the SFT policy).
         name: the function's ``__name__``; TRL logs its mean score as ``rewards/<name>/mean``.
 
@@ -65,7 +65,7 @@ def reward_function(scorer=None, name: str = "reward_model") -> Callable:
     ``prompt + completion``, exactly what our PPO scores (``collect_rollout``: query text + response text).
     """
     if scorer is None:
-        scorer = load_reward_model("tiny")
+        scorer = load_reward_model(None)
 
     def reward(prompts, completions, **kwargs):
         if prompts and not isinstance(prompts[0], str):
@@ -275,7 +275,7 @@ def trl_config(algorithm: str, output_dir: str | Path, ppo: PPOConfig | None = N
     """
     if algorithm not in TRAINERS:
         raise ValueError(f"algorithm must be one of {sorted(TRAINERS)}, got {algorithm!r}")
-    ppo = ppo or get_config("tiny").ppo
+    ppo = ppo or get_config().ppo
     if ppo.batch_size % ppo.mini_batch_size or ppo.batch_size % num_generations:
         raise ValueError(f"batch_size={ppo.batch_size} must be divisible by mini_batch_size={ppo.mini_batch_size} "
                          f"and by num_generations={num_generations}.")
@@ -328,7 +328,7 @@ def _history(log_history: list[dict], reward_name: str, updates_per_round: int, 
     return rows
 
 
-def train_trl(algorithm: str, output_dir: str | Path, ppo: PPOConfig | None = None, *, policy: str | Path = "tiny",
+def train_trl(algorithm: str, output_dir: str | Path, ppo: PPOConfig | None = None, *, policy: str | Path | None = None,
               reward_fn: Callable | None = None, prompts: Dataset | None = None, num_generations: int = 4,
               progress: bool = False, evaluator=None, eval_every: int | None = None, until_step: int | None = None,
               keep_samples: int = 0, **trl_overrides) -> dict:
@@ -336,13 +336,14 @@ def train_trl(algorithm: str, output_dir: str | Path, ppo: PPOConfig | None = No
 
     Args:
         output_dir: the trained policy (weights, config, tokenizer) and ``run_card_<algorithm>.json`` go here.
-        policy: "tiny" (the shipped SFT policy) or a directory holding a saved ``GPT2LMHeadModel`` and its
+        policy: a profile name (None: the current profile's SFT policy, `rlhf_helpers.sources.resolve_source`) or a
+            directory holding a saved ``GPT2LMHeadModel`` and its
             tokenizer. TRL loads it from there, and with ``beta > 0`` loads the frozen reference from the same path.
         reward_fn: a TRL reward function; default `reward_function()` over the shipped tiny reward model.
         prompts: a dataset with a ``prompt`` column; default `trl_prompt_dataset` (our PPO's train prompts).
         ppo: the PPO settings to mirror (`trl_config`); its ``max_minutes`` is the wall-clock budget of the
             training loop (model loading excluded, as in PPO), its ``max_steps`` the most rounds (the learning rate
-            decays to 0 over them). Default: the tiny profile's.
+            decays to 0 over them). Default: the current profile's.
         progress: show TRL's tqdm bar.
         evaluator, eval_every, keep_samples: evaluate the policy with `evaluator` (a `HeldOutEvaluator`) at the
             start, every `eval_every` rounds and at the end (`trl_evaluation.HeldOutCallback`); the rows come back
@@ -357,16 +358,16 @@ def train_trl(algorithm: str, output_dir: str | Path, ppo: PPOConfig | None = No
         reward, kl, kl_per_response, response_length, eos_free_fraction, entropy, loss, grad_norm,
         learning_rate), ``"log_history"`` (TRL's raw entries), ``"settings"`` (the TRL config)``}``.
     """
-    ppo = ppo or get_config("tiny").ppo
+    ppo = ppo or get_config().ppo
     seed, batch_size = ppo.seed, ppo.batch_size
-    policy_dir = shipped_policy_dir("tiny") if str(policy) == "tiny" else Path(policy)
+    policy_dir = resolve_source("policy", policy)
     tokenizer = load_tokenizer(policy_dir)
     set_seed(seed)
     if reward_fn is None:
         reward_fn = reward_function()
         reward_fn.scorer.check_same_tokenizer(tokenizer)
     if prompts is None:
-        prompts = trl_prompt_dataset(tokenizer, get_config("tiny", seed=seed), split="train")
+        prompts = trl_prompt_dataset(tokenizer, get_config(seed=seed), split="train")
     args = trl_config(algorithm, output_dir, ppo, num_generations=num_generations, progress=progress, **trl_overrides)
     updates_per_round = args.steps_per_generation * args.num_iterations
     budget = WallClockBudget(ppo.max_minutes, every=updates_per_round)

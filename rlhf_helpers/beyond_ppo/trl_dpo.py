@@ -26,7 +26,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from ..core.assets import shipped_policy_dir
+from ..sources import resolve_source
 from ..core.precision import resolve_mixed_precision
 from ..data.tokenizer import load_tokenizer
 from .dpo_training import DPOTrainConfig, PreferencePairs
@@ -43,8 +43,9 @@ def pairs_as_text(pairs: PreferencePairs) -> Dataset:
 
 
 def train_trl_dpo(pairs: PreferencePairs, config: DPOTrainConfig, output_dir, evaluator=None,
-                  policy: str | Path = "tiny", progress: bool = False) -> dict:
-    """Train `policy` (the shipped SFT policy by default; also the frozen reference) with `trl.DPOTrainer` on
+                  policy: str | Path | None = None, progress: bool = False) -> dict:
+    """Train `policy` (a profile name or directory, `rlhf_helpers.sources.resolve_source`; None: the current
+    profile's SFT policy, the shipped one for tiny; also the frozen reference) with `trl.DPOTrainer` on
     `pairs` with the settings of `config`, evaluated by `evaluator` every ``config.eval_every`` steps.
 
     Returns ``{"steps", "train_seconds", "history"`` (the evaluations: step, train_seconds, metrics),
@@ -54,7 +55,7 @@ def train_trl_dpo(pairs: PreferencePairs, config: DPOTrainConfig, output_dir, ev
     from trl import DPOConfig, DPOTrainer
 
     config.validate()
-    policy_dir = shipped_policy_dir("tiny") if str(policy) == "tiny" else Path(policy)
+    policy_dir = resolve_source("policy", policy)
     tokenizer = load_tokenizer(policy_dir)
     bf16 = resolve_mixed_precision(config.mixed_precision) == "bf16"
     settings = dict(

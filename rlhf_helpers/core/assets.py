@@ -4,8 +4,9 @@
 * ``reward_model/``: the trained, normalised reward model (and the run card of its TRL twin);
 * ``results/``: run cards of long experiments that notebooks plot (e.g. the algorithm comparison).
 
-Everything a script or a stage *produces* goes under the artifacts directory (`rlhf_helpers.config.artifacts_root`);
-a result is shipped by copying its run card here on purpose.
+Everything a script or a stage *produces* goes under the artifacts directory (`rlhf_helpers.core.files.artifacts_root`);
+a result is shipped by copying its run card here on purpose. Which model a name means (trained, shipped or from the
+hub): `rlhf_helpers.sources.resolve_source`.
 """
 
 from __future__ import annotations
@@ -33,26 +34,3 @@ def shipped_reward_model_dir(profile: str = "tiny") -> Path:
 def shipped_results_dir(profile: str = "tiny") -> Path:
     """Run cards of long experiments that ship with the course and that notebooks plot."""
     return ASSETS_DIR / profile / "results"
-
-
-# ----------------------------------------------------------------------------------------------
-# Which model a stage uses: the one trained under the artifacts directory, else the shipped one
-# ----------------------------------------------------------------------------------------------
-
-
-def _trained_or_shipped(trained: Path, shipped: Path, profile: str) -> str | Path:
-    """A model trained under the artifacts directory if there is one, else the profile's shipped one."""
-    if (trained / "model.safetensors").exists():
-        return trained
-    return profile if shipped.exists() else trained
-
-
-def policy_source(config) -> str | Path:
-    """The SFT policy of this profile: ``<artifacts>/<profile>/sft_policy`` if trained there, else the shipped one."""
-    return _trained_or_shipped(config.artifacts_dir / "sft_policy", shipped_policy_dir(config.name), config.name)
-
-
-def reward_source(config) -> str | Path:
-    """The reward model of this profile: ``<artifacts>/<profile>/reward_model`` if trained there, else the shipped one."""
-    return _trained_or_shipped(config.artifacts_dir / "reward_model", shipped_reward_model_dir(config.name),
-                               config.name)

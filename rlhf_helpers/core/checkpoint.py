@@ -19,6 +19,7 @@ resume, to extend a run: that is said and recorded in ``settings_changes`` too.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import shutil
 import zipfile
@@ -26,16 +27,18 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from .errors import CourseError, DiskFullError
+
 STATE_FILE = "trainer_state.json"
 BUDGET_FIELDS = ("max_steps", "max_minutes", "checkpoint_every", "eval_every", "log_every")
 """Config fields a resumed run may change freely: how long to train and how often to save, evaluate and log."""
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(CourseError, RuntimeError):
     """A checkpoint that cannot be loaded: the message names the file and the way out."""
 
 
-class SettingsChangedError(ValueError):
+class SettingsChangedError(CourseError, ValueError):
     """A resume whose settings differ from the checkpoint's, not allowed by ``allow_changed_settings``."""
 
 
@@ -47,7 +50,48 @@ def save_checkpoint(accelerator, checkpoint_dir: str | Path, state: dict) -> Non
     machines the output directory must be on a file system they share.
     """
     checkpoint_dir = Path(checkpoint_dir)
-    tmp, old = checkpoint_dir.with_name("checkpoint.tmp"), checkpoint_dir.with_name("checkpoint.old")
+    tmp = checkpoint_dir.with_name("checkpoint.tmp")
+    try:
+        _save(accelerator, checkpoint_dir, tmp, state)
+    except (OSError, RuntimeError) as err:
+        if not _disk_full(err, tmp):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # the partial new checkpoint: the last good one is untouched
+        last = complete_checkpoint(checkpoint_dir)
+        kept = (f"The last good checkpoint (step {_step_of(last)}) in {last} is intact" if last is not None
+                else "No checkpoint had been written yet")
+        raise DiskFullError(f"The disk filled up while writing a checkpoint to {tmp} ({err}). {kept}; "
+                            f"the partial one was removed. A checkpoint here needs about {_size_mb(last, state)} MB "
+                            "free: free that much (or more), then run the same command again to resume.") from err
+
+
+def _disk_full(err: BaseException, tmp: Path) -> bool:
+    """Whether a failed save ran out of disk: ENOSPC, or torch's zip writer failing (it reports a full disk as
+    "unexpected pos ..." or "file write failed") while the disk holds less than a megabyte."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC or "No space left" in str(err):
+        return True
+    try:
+        return shutil.disk_usage(tmp.parent).free < 1_000_000
+    except OSError:
+        return False
+
+
+def _step_of(found: Path) -> object:
+    try:
+        return json.loads((found / STATE_FILE).read_text()).get("step", "?")
+    except (OSError, ValueError):
+        return "?"
+
+
+def _size_mb(found: Path | None, state: dict) -> int:
+    """Megabytes a checkpoint takes: the last complete one's size, else a floor from the state alone."""
+    if found is None:
+        return max(1, len(json.dumps(state)) // 1_000_000)
+    return max(1, round(sum(f.stat().st_size for f in found.iterdir() if f.is_file()) / 1e6))
+
+
+def _save(accelerator, checkpoint_dir: Path, tmp: Path, state: dict) -> None:
+    old = checkpoint_dir.with_name("checkpoint.old")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if not checkpoint_dir.exists() and (tmp / STATE_FILE).exists():
@@ -91,6 +135,10 @@ def load_checkpoint(accelerator, checkpoint_dir: str | Path, settings: dict | No
     """
     found = complete_checkpoint(checkpoint_dir)
     if found is None:
+        checkpoint_dir = Path(checkpoint_dir)
+        if checkpoint_dir.is_dir():  # a swapped-in checkpoint always holds its state file: this one was damaged
+            raise CheckpointError(_way_out(f"The checkpoint {checkpoint_dir} has no {STATE_FILE} (deleted or "
+                                           "damaged), so its step and history are unknown", checkpoint_dir))
         return None
     for path in sorted(found.iterdir()):
         problem = _file_problem(path)
@@ -130,11 +178,11 @@ def _file_problem(path: Path) -> str | None:
     if path.suffix in (".bin", ".pkl", ".pt", ".pth"):  # torch.save writes a zip archive; a torn one has no end
         return None if zipfile.is_zipfile(path) else "truncated, or not a file written by torch.save"
     if path.suffix == ".safetensors":
-        return _safetensors_problem(path)
+        return safetensors_problem(path)
     return None
 
 
-def _safetensors_problem(path: Path) -> str | None:
+def safetensors_problem(path: Path) -> str | None:
     """Whether a safetensors file is whole: `safe_open` reads only its header and checks that the tensors' bytes
     cover the rest of the file exactly (a truncated file fails)."""
     try:
@@ -184,8 +232,10 @@ def _check_settings(accelerator, state: dict, settings: dict, found: Path, allow
         state["settings"] = settings
         return
     missing = "(absent)"
+    # "data" (the settings that shape the data) is recorded since state version 2: an older checkpoint lacks it
+    keys = sorted((set(saved) | set(settings)) - ({"data"} - set(saved)))
     changed = {key: {"saved": saved.get(key, missing), "now": settings.get(key, missing)}
-               for key in sorted(set(saved) | set(settings))
+               for key in keys
                if json.dumps(saved.get(key, missing)) != json.dumps(settings.get(key, missing))}  # NaN == NaN here
     if not changed:
         return

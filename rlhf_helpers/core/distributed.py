@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import CourseError
+
 
 def is_main_process() -> bool:
     """False on the non-main processes of ``accelerate launch`` (read from the launcher's ``RANK``; no process
@@ -51,7 +53,7 @@ def wait_for_everyone() -> None:
         process_state().wait_for_everyone()
 
 
-class BatchSplitError(ValueError):
+class BatchSplitError(CourseError, ValueError):
     """A global batch that cannot be cut into equal shards for this number of processes."""
 
 

@@ -14,8 +14,22 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..config import ARTIFACTS_ENV_VAR, artifacts_root
 from .assets import ASSETS_DIR
+from .errors import BadValueError, CourseError, MissingError
+
+ARTIFACTS_ENV_VAR = "RLHF_ARTIFACTS"
+
+
+def artifacts_root() -> Path:
+    """Where every stage writes (profile P under ``<root>/P``): `$RLHF_ARTIFACTS` if set, else `artifacts/` beside
+    the package in a source checkout, else `~/.cache/rlhf-from-scratch`."""
+    env = os.environ.get(ARTIFACTS_ENV_VAR)
+    if env:
+        return Path(env).expanduser().resolve()
+    checkout = Path(__file__).resolve().parent.parent.parent
+    if (checkout / "pyproject.toml").exists():
+        return checkout / "artifacts"
+    return Path.home() / ".cache" / "rlhf-from-scratch"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -23,7 +37,7 @@ from .assets import ASSETS_DIR
 # ----------------------------------------------------------------------------------------------
 
 
-class OutputLocationError(OSError):
+class OutputLocationError(CourseError, OSError):
     """An output directory that cannot be created or written; the message names the path and the way out."""
 
 
@@ -110,14 +124,14 @@ def read_json_file(file: str | Path, what: str = "file", missing_ok: bool = Fals
     if not file.exists():
         if missing_ok:
             return None
-        raise FileNotFoundError(f"{file} is missing. {restore_hint(file.parent, kind)}.")
+        raise MissingError(f"{file} is missing. {restore_hint(file.parent, kind)}.")
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"The {what} {file} is corrupt or truncated (not valid JSON: {err}). "
+        raise BadValueError(f"The {what} {file} is corrupt or truncated (not valid JSON: {err}). "
                          f"{restore_hint(file.parent, kind)}.") from err
     if not isinstance(data, dict):
-        raise ValueError(f"The {what} {file} holds a JSON {type(data).__name__}, not an object: it is corrupt. "
+        raise BadValueError(f"The {what} {file} holds a JSON {type(data).__name__}, not an object: it is corrupt. "
                          f"{restore_hint(file.parent, kind)}.")
     return data
 

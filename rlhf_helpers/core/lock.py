@@ -11,6 +11,7 @@ several processes (``accelerate launch``) only the main process takes it, and al
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -23,14 +24,26 @@ from pathlib import Path
 from accelerate.utils import broadcast_object_list
 
 from .distributed import process_state
+from .errors import CourseError, DiskFullError
 from .files import check_writable_dir
 
 LOCK_NAME = ".lock"
 _held: dict[str, int] = {}  # lock files this process holds -> nesting depth
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(CourseError, RuntimeError):
     """Another live run holds the output directory's lock."""
+
+
+def check_not_locked(output_dir: str | Path) -> None:
+    """Refuse at once, before any work, when a live run holds ``output_dir/.lock`` (`RunLockedError`). The stage
+    takes the lock itself right after (`run_lock`): this only makes the refusal immediate."""
+    path = Path(os.path.abspath(Path(output_dir) / LOCK_NAME))
+    if not path.exists() or str(path) in _held:
+        return
+    _, holder = _read(path)
+    if holder and _alive(holder, str(path)):
+        raise RunLockedError(_held_message(path, holder))
 
 
 @contextmanager
@@ -70,14 +83,28 @@ def _acquire(path: Path) -> bool:
     for _ in range(5):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+        except OSError as err:
+            if err.errno == errno.ENOSPC:
+                raise DiskFullError(f"The disk holding {path.parent} is full: not even the lock file {path} can be "
+                                    "written. Free some space (or choose another --output-dir / RLHF_ARTIFACTS), then "
+                                    "run the same command again.") from err
+            if not isinstance(err, FileExistsError):
+                raise
             text, holder = _read(path)
             if _alive(holder, key):
                 raise RunLockedError(_held_message(path, holder)) from None
             _take_over(path, text, holder)
             continue
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(mine) + "\n")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(json.dumps(mine) + "\n")
+        except OSError as err:
+            path.unlink(missing_ok=True)
+            if err.errno == errno.ENOSPC:
+                raise DiskFullError(f"The disk holding {path.parent} is full: the lock file {path} could not be "
+                                    "written. Free some space (or choose another --output-dir / RLHF_ARTIFACTS), "
+                                    "then run the same command again.") from err
+            raise
         _held[key] = 1
         return True
     raise RunLockedError(f"Could not take the lock {path}: other runs keep taking it. Wait for them, or choose "

@@ -21,6 +21,8 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Union
 
+from .errors import BadTypeError, BadValueError
+
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,10 @@ def _type_text(base) -> str:
     if base is str:
         return "a string"
     if typing.get_origin(base) is tuple:
-        return "a pair of numbers" if len(typing.get_args(base)) == 2 else "a tuple of numbers"
+        args = typing.get_args(base)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a tuple of {'strings' if args[0] is str else 'numbers'}"
+        return "a pair of numbers" if len(args) == 2 else "a tuple of numbers"
     return f"a {getattr(base, '__name__', base)}"
 
 
@@ -120,6 +125,8 @@ def _has_type(value, base) -> bool:
         return isinstance(value, str)
     if typing.get_origin(base) is tuple:
         args = typing.get_args(base)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: any length
+            return isinstance(value, (tuple, list)) and all(_has_type(v, args[0]) for v in value)
         return (isinstance(value, (tuple, list)) and len(value) == len(args)
                 and all(_has_type(v, a) for v, a in zip(value, args)))
     if dataclasses.is_dataclass(base):
@@ -127,8 +134,9 @@ def _has_type(value, base) -> bool:
     return True
 
 
-def _flag(prefix: str, name: str) -> str:
-    """The command-line flag of a field (the stage seeds are set by the course's --seed)."""
+def flag_name(prefix: str, name: str) -> str:
+    """The command-line flag of a config field: ``flag_name("ppo.", "max_steps") == "--ppo.max-steps"`` (the one
+    place flags are spelled; the stage seeds are set by the course's --seed, the profile's name by --profile)."""
     if name == "seed" or (not prefix and name == "name"):
         return "--seed" if name == "seed" else "--profile"
     return f"--{prefix}{name.replace('_', '-')}"
@@ -165,26 +173,26 @@ def check_fields(obj, prefix: str = "") -> None:
         where = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(base):
             if not isinstance(value, base):
-                raise TypeError(f"{where} must be a {base.__name__}, got {describe_value(value)}.")
+                raise BadTypeError(f"{where} must be a {base.__name__}, got {describe_value(value)}.")
             continue
         if value is None and optional:
             continue
         rule = next((RULES[c][f.name] for c in type(obj).__mro__ if f.name in RULES.get(c, {})), None)
         message = (f"{where} must be {_allowed_text(base, rule, optional)}, got {describe_value(value)} "
-                   f"(flag {_flag(prefix, f.name)}).")
+                   f"(flag {flag_name(prefix, f.name)}).")
         if not _has_type(value, base):
             is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
             # NaN and inf are numbers of a value that is not allowed; a str or a float for an int: wrong type
-            raise (ValueError if base is float and is_number else TypeError)(message)
+            raise (BadValueError if base is float and is_number else BadTypeError)(message)
         values = value if typing.get_origin(base) is tuple else (value,)
         if rule is not None and not all(rule.allows(v) for v in values):
-            raise ValueError(message)
+            raise BadValueError(message)
 
 
 def check_positive_int(value, name: str, flag: str) -> int:
     """`value` as an int if it is an integer >= 1; else TypeError / ValueError naming `name` and its `flag`."""
     is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if not is_int or value < 1:
-        raise (ValueError if is_int else TypeError)(
+        raise (BadValueError if is_int else BadTypeError)(
             f"{name} must be an integer >= 1, got {describe_value(value)} (flag {flag}).")
     return int(value)

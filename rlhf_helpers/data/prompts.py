@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from datasets import Dataset
 
+from ..core.errors import BadTypeError, BadValueError
 from ..config import CourseConfig, get_config
 from .imdb import clean_review, load_imdb, split_train_eval
 
@@ -28,9 +29,9 @@ class LengthSampler:
 
     def __init__(self, min_value: int, max_value: int, seed: int | None = None):
         if int(min_value) != min_value or int(max_value) != max_value:
-            raise TypeError(f"LengthSampler bounds must be integers, got {min_value!r}, {max_value!r}")
+            raise BadTypeError(f"LengthSampler bounds must be integers, got {min_value!r}, {max_value!r}")
         if min_value < 1 or max_value < min_value:
-            raise ValueError(
+            raise BadValueError(
                 f"LengthSampler bounds [{min_value}, {max_value}] are empty or reversed: "
                 "need 1 <= min_value <= max_value (both included)."
             )
@@ -68,13 +69,17 @@ def build_dataset(
         A torch-formatted `Dataset` with columns ``input_ids`` (1-D LongTensor of 2–8 ids),
         ``query`` (str) and ``label`` (0/1, the review's sentiment, for analysis only).
     """
+    if config is not None and not isinstance(config, CourseConfig):
+        raise BadTypeError(f"build_dataset takes a CourseConfig as its config, got {config!r} (a "
+                           f"{type(config).__name__}): pass get_config({config!r}) for a profile's config, or "
+                           "nothing for the current profile's.")
     config = config or get_config()
     if dataset is None:
         dataset = load_imdb(config.dataset_source)
     if split in ("train", "eval"):
         dataset = split_train_eval(dataset, config.eval_fraction, config.seed)[split]
     elif split != "all":
-        raise ValueError(f"split must be 'all', 'train' or 'eval', got {split!r}")
+        raise BadValueError(f"split must be 'all', 'train' or 'eval', got {split!r}")
 
     dataset = dataset.rename_column("text", "review")
     dataset = dataset.filter(lambda row: len(row["review"]) > config.min_review_chars)

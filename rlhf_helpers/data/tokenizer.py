@@ -22,6 +22,7 @@ from typing import Iterable
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from ..core.errors import BadValueError, MissingError, NotADirectoryRefusal, UnavailableError
 from ..core.assets import shipped_tokenizer_dir
 from ..core.files import read_json_file, restore_hint
 from .imdb import clean_review, load_imdb_splits
@@ -41,7 +42,7 @@ def train_bpe_tokenizer(
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     if vocab_size < 300:
-        raise ValueError(f"vocab_size={vocab_size} is too small: a byte-level BPE needs 256 byte tokens + specials.")
+        raise BadValueError(f"vocab_size={vocab_size} is too small: a byte-level BPE needs 256 byte tokens + specials.")
     core = Tokenizer(models.BPE())
     # add_prefix_space=False as in GPT-2: "Hello" and " Hello" are different tokens.
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -81,10 +82,10 @@ def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     path = Path(name_or_path)
     if path.exists():
         if not path.is_dir():
-            raise NotADirectoryError(f"{path} is a file; a tokenizer is a directory holding tokenizer.json "
+            raise NotADirectoryRefusal(f"{path} is a file; a tokenizer is a directory holding tokenizer.json "
                                      "(e.g. an sft_policy directory).")
         if not (path / "tokenizer.json").exists() and not (path / "vocab.json").exists():
-            raise FileNotFoundError(f"No tokenizer files in {path} (expected tokenizer.json). Re-run "
+            raise MissingError(f"No tokenizer files in {path} (expected tokenizer.json). Re-run "
                                     "`python -m rlhf_helpers tokenizer` or check the path.")
         kind = "reward" if (path / "reward_config.json").exists() else "policy" if (path / "config.json").exists() else "tokenizer"
         for name in TOKENIZER_FILES:
@@ -92,13 +93,13 @@ def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(path))
         except Exception as err:
-            raise ValueError(f"The tokenizer files in {path} could not be read ({type(err).__name__}: {err}); "
+            raise BadValueError(f"The tokenizer files in {path} could not be read ({type(err).__name__}: {err}); "
                              f"they are corrupt or incomplete. {restore_hint(path, kind)}.") from err
     else:
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
         except OSError as err:
-            raise OSError(f"Could not load the tokenizer {str(name_or_path)!r}: it is not a directory here, and the "
+            raise UnavailableError(f"Could not load the tokenizer {str(name_or_path)!r}: it is not a directory here, and the "
                           f"Hugging Face hub did not provide it ({err}). Check the path; offline, use the tiny "
                           "profile (`--profile tiny`), whose tokenizer ships with the package.") from err
     if tokenizer.pad_token is None:
@@ -145,7 +146,7 @@ def describe_tokenizer(tokenizer: PreTrainedTokenizerBase) -> dict:
 
 def tokenizer_dir(config) -> Path:
     """Where the ``tokenizer`` stage saves the profile's tokenizer: ``<artifacts>/<profile>/tokenizer``."""
-    return config.artifacts_dir / "tokenizer"
+    return config.artifact_dir("tokenizer")
 
 
 def train_course_tokenizer(config, splits=None) -> PreTrainedTokenizerFast:

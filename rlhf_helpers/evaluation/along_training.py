@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import EvaluationConfig
 from ..core.files import write_json_whole
 from .metrics import evaluate_policy
 
@@ -38,7 +39,7 @@ class HeldOutEvaluator:
         seed, min_tokens, max_tokens, temperature: how responses are sampled (as PPO samples them).
     """
 
-    def __init__(self, reference_lm, tokenizer, prompts, reward_fn, judges: dict, seed: int = 1234,
+    def __init__(self, reference_lm, tokenizer, prompts, reward_fn, judges: dict, seed: int = EvaluationConfig.seed,
                  min_tokens: int = 4, max_tokens: int = 16, temperature: float = 1.0):
         self.reference_lm, self.tokenizer, self.prompts = reference_lm, tokenizer, list(prompts)
         self.reward_fn, self.judges = reward_fn, judges
@@ -91,7 +92,7 @@ def ppo_with_evaluations(trainer, evaluator: HeldOutEvaluator, every: int, progr
         policy = trainer.accelerator.unwrap_model(trainer.policy)
         started = time.perf_counter()
         metrics = evaluator(policy.lm)
-        row = {"step": trainer.state["step"], "train_seconds": round(trainer.state["seconds"], 1), **metrics,
+        row = {"step": trainer.state["step"], "train_seconds": round(trainer.state["train_seconds"], 1), **metrics,
                "eval_seconds": round(time.perf_counter() - started, 1)}
         if keep_samples:
             row["samples"] = evaluator.last_samples[:keep_samples]
@@ -139,7 +140,7 @@ def sft_with_evaluations(model, tokenizer, train_blocks: torch.Tensor, config, o
                          progress: bool = True) -> dict:
     """Supervised fine-tuning of `model` on packed ``[n, block_size]`` `train_blocks` (the SFT objective),
     evaluated along the way (`train_loop_with_evaluations`, whose dict it returns)."""
-    from ..core.training import batch_indices
+    from ..core.run import batch_indices
 
     def loss_fn(model, step, shard, device):
         rows = batch_indices(step, len(train_blocks), config.batch_size, config.seed)

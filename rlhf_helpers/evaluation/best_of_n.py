@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..config import EvaluationConfig
 from ..core.reward_fn import reward_scores
 from ..policy.generation import sample_responses
 from .overoptimisation import best_of_n_kl
@@ -49,7 +50,7 @@ class Candidates:
 
 @torch.no_grad()
 def draw_candidates(policy_lm, tokenizer, prompts, reward_fn, judges: dict, gold: str = "bag_of_words",
-                    n_max: int = 64, seed: int = 1234, min_tokens: int = 4, max_tokens: int = 16,
+                    n_max: int = 64, seed: int = EvaluationConfig.seed, min_tokens: int = 4, max_tokens: int = 16,
                     temperature: float = 1.0, batch_size: int = 256, progress: bool = True) -> Candidates:
     """Sample `n_max` responses per prompt (PPO's sampling: one length per response in ``[min_tokens,
     max_tokens]``) and score each with `reward_fn` and every judge; `gold` names the judge whose ``probability``

@@ -20,6 +20,7 @@ import math
 import numpy as np
 import torch
 
+from ..config import EvaluationConfig
 from ..core.reward_fn import reward_scores
 from ..policy.generation import sample_responses
 from ..policy.logprobs import response_logprobs
@@ -54,7 +55,7 @@ def check_evaluation_inputs(policy_lm, reference_lm, tokenizer, prompts, reward_
 
 @torch.no_grad()
 def evaluate_policy(policy_lm, reference_lm, tokenizer, prompts, reward_fn=None, judges: dict | None = None,
-                    seed: int = 1234, temperature: float = 1.0, batch_size: int = 64, min_tokens: int = 4,
+                    seed: int = EvaluationConfig.seed, temperature: float = 1.0, batch_size: int = 64, min_tokens: int = 4,
                     max_tokens: int = 16) -> tuple[dict, list[dict]]:
     """Metrics of `policy_lm` on `prompts` (token-id lists). Returns ``(metrics, samples)``.
 

@@ -84,14 +84,14 @@ def _verdicts(sample: dict) -> str:
 
 
 def before_after_samples(sft_samples: list[dict], ppo_samples: list[dict] | None, n: int = 3,
-                         pick: str = "first", profile: str | None = "tiny") -> str:
+                         pick: str = "first", note: str = "") -> str:
     """SFT and PPO continuations of the same `n` held-out prompts, each with its reward and judge verdicts.
 
     sft_samples / ppo_samples: the sample lists of `evaluate_policy` (dicts with ``query``, ``response``, ``kl``,
     ``reward`` and one bool per judge name), drawn on the same prompts in the same order; `ppo_samples` may be
     None or empty (SFT only). pick: ``"first"`` (the first `n` rows, not cherry-picked) or ``"gain"`` (the `n`
-    rows where PPO's reward rose most; ties by position). profile: the course profile; ``"tiny"`` adds a note
-    that its model is small.
+    rows where PPO's reward rose most; ties by position). note: a line printed above the samples (the
+    profile's ``sample_note``: what to expect of its model's writing), "" for none.
     """
     if pick not in ("first", "gain"):
         raise ValueError(f"pick must be 'first' or 'gain', got {pick!r}")
@@ -103,9 +103,8 @@ def before_after_samples(sft_samples: list[dict], ppo_samples: list[dict] | None
         rows, how = sorted(rows, key=lambda i: (-gain(i), i)), "where PPO's reward rose most (cherry-picked)"
     rows = rows[:n]
     lines = [f"Continuations of {len(rows)} held-out prompts ({how}):"]
-    if profile == "tiny":
-        lines.append("(The tiny profile's 5 M-parameter model writes half-grammatical text; "
-                     "for real GPT-2, run with --profile gpt2.)")
+    if note:
+        lines.append(note)
     wrap = dict(width=100, initial_indent="      ", subsequent_indent="      ")
     for k, i in enumerate(rows, 1):
         lines += ["", f"[{k}] prompt: {sft_samples[i].get('query', '').strip()!r}"]
@@ -187,16 +186,16 @@ def _ppo_line(ppo_run) -> str:
 
 
 def format_run_summary(results: dict, sft_samples: list[dict], ppo_samples: list[dict] | None, ppo_run: dict | None,
-                       figure_path, run_card_path, profile: str | None = "tiny") -> str:
+                       figure_path, run_card_path, note: str = "") -> str:
     """The whole end-of-run text: the PPO run, the SFT vs PPO table, sample continuations, where the files are.
 
     results / sft_samples / ppo_samples: as in `summary_table` and `before_after_samples`. ppo_run: what
     `stage_ppo` returns (``steps``, ``seconds``, ``resumed``, optionally ``first_score`` / ``last_score``), None
     when PPO did not run (or a string saying why). figure_path / run_card_path: the saved PNG and evaluation
-    run card (None to leave a line out). profile: the course profile (see `before_after_samples`).
+    run card (None to leave a line out). note: the line above the samples (see `before_after_samples`).
     """
     parts = [_ppo_line(ppo_run), summary_table(results)]
     if sft_samples:
-        parts.append(before_after_samples(sft_samples, ppo_samples, profile=profile))
+        parts.append(before_after_samples(sft_samples, ppo_samples, note=note))
     files = [f"{label}: {p}" for label, p in (("Figure", figure_path), ("Run card", run_card_path)) if p]
     return "\n\n".join(parts + (["\n".join(files)] if files else []))

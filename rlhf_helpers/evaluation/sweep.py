@@ -27,22 +27,25 @@ __all__ = ["Course", "fast_recipe", "ppo_run", "best_of_n_run", "positive_sft_ru
 
 
 def fast_recipe(ppo, **changes):
-    """Notebook 06's PPO recipe — the defaults with the fast path, one PPO epoch and learning rate 2e-4, no time
-    budget — with `changes` on top (e.g. ``seed=1`` or ``init_kl_coef=0.0, adaptive_kl=False``)."""
-    recipe = dict(fast_path=True, ppo_epochs=1, learning_rate=2e-4, max_minutes=None)
-    return dataclasses.replace(ppo, **{**recipe, **changes})
+    """Notebook 06's PPO recipe — `ppo` with the faster recipe (`rlhf_helpers.config.FAST_PPO_RECIPE`: the fast
+    path, one PPO epoch, learning rate 2e-4) and no time budget — with `changes` on top (e.g. ``seed=1`` or
+    ``init_kl_coef=0.0, adaptive_kl=False``)."""
+    from ..config import FAST_PPO_RECIPE
+
+    return dataclasses.replace(ppo, **{**FAST_PPO_RECIPE, "max_minutes": None, **changes})
 
 
 class Course:
     """What every experiment shares, loaded once: the config, the shipped SFT policy (also the frozen reference),
     its tokenizer, the reward model, the judges, the train prompts and the evaluator on held-out prompts."""
 
-    def __init__(self, config=None, n_eval_prompts: int = 256):
+    def __init__(self, config=None, n_eval_prompts: int | None = None):
         from .. import build_dataset, get_config
         from ..policy import load_policy
         from ..reward.model import load_reward_model
 
-        self.config = config or get_config("tiny")
+        self.config = config or get_config()
+        n_eval_prompts = n_eval_prompts or self.config.evaluation.n_prompts
         self.sft, self.tokenizer = load_policy(self.config.name)
         self.sft.eval().requires_grad_(False)
         self.scorer = load_reward_model(self.config.name)
@@ -54,7 +57,7 @@ class Course:
         ppo = self.config.ppo
         self.evaluator = HeldOutEvaluator(self.sft, self.tokenizer, self.eval_prompts, self.scorer.score, self.judges,
                                           min_tokens=ppo.response_min_tokens, max_tokens=ppo.response_max_tokens,
-                                          temperature=ppo.temperature)
+                                          temperature=ppo.temperature, seed=self.config.evaluation.seed)
 
 
 def ppo_run(course: Course, ppo_config, output_dir, steps: int, every: int, progress: bool = True,
@@ -71,7 +74,7 @@ def ppo_run(course: Course, ppo_config, output_dir, steps: int, every: int, prog
     rows = ppo_with_evaluations(trainer, course.evaluator, every, progress=progress, keep_samples=keep_samples,
                                 until_step=steps)
     settings = {k: v for k, v in vars(ppo_config).items() if not k.startswith("_")}
-    return {"settings": settings, "steps": trainer.state["step"], "train_seconds": round(trainer.state["seconds"], 1),
+    return {"settings": settings, "steps": trainer.state["step"], "train_seconds": round(trainer.state["train_seconds"], 1),
             "mixed_precision": trainer.mixed_precision, "rows": rows}
 
 

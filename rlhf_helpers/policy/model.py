@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
 
-from ..config import CourseConfig, get_config
-from ..core.assets import shipped_policy_dir
+from ..core.errors import BadValueError, DamagedFileError, MissingError, NotADirectoryRefusal, UnavailableError
+from ..config import CourseConfig
+from ..sources import resolve_source
 from ..core.files import read_json_file, restore_hint, shipped_profile
 from ..data.tokenizer import SHIPPED_TOKENIZER_FINGERPRINTS, load_tokenizer, tokenizer_fingerprint
 
@@ -114,7 +115,7 @@ def check_tokenizer_matches(model, tokenizer: PreTrainedTokenizerBase, where: st
                "own tokenizer.")
     else:
         fix = "Load the tokenizer saved with the model (same directory)."
-    raise ValueError(
+    raise BadValueError(
         f"Tokenizer does not match the model{(' ' + where) if where else ''}: " + "; ".join(problems)
         + f". Tokenizer from {tokenizer_dir}; model from {model_dir}. {fix}"
     )
@@ -133,7 +134,7 @@ def safetensors_keys(file: Path, kind: str = "policy") -> set[str]:
         with safe_open(str(file), framework="pt") as handle:
             return set(handle.keys())
     except Exception as err:
-        raise RuntimeError(f"{file} is corrupt or truncated ({type(err).__name__}: {err}). "
+        raise DamagedFileError(f"{file} is corrupt or truncated ({type(err).__name__}: {err}). "
                            f"{restore_hint(Path(file).parent, kind)}.") from err
 
 
@@ -161,18 +162,18 @@ def refuse_other_kind(directory: Path, wanted: str, keys: set[str] | None = None
     if kind is None or kind == wanted:
         return
     if kind == "reward":
-        raise ValueError(f"{directory} holds a reward model (reward_config.json and a reward head), not a policy. "
+        raise BadValueError(f"{directory} holds a reward model (reward_config.json and a reward head), not a policy. "
                          f"Load it with `load_reward_model('{directory}')`; `load_policy` takes a policy directory "
                          "(sft_policy or ppo_policy).")
     if kind == "sequence_classifier":
         loader = "`load_policy` takes a policy directory (sft_policy or ppo_policy)" if wanted == "policy" else \
             "`load_reward_model` takes a directory written by `python -m rlhf_helpers reward`"
-        raise ValueError(f"{directory} holds TRL's sequence-classification reward model (written by "
+        raise BadValueError(f"{directory} holds TRL's sequence-classification reward model (written by "
                          "`python -m rlhf_helpers reward --trl`), not a " + ("policy" if wanted == "policy" else
                          "reward model of ours") + ". Load it with `transformers.GPT2ForSequenceClassification."
                          f"from_pretrained('{directory}')` and wrap it with `RewardModel.from_sequence_classifier` "
                          f"to score texts; {loader}.")
-    raise ValueError(f"{directory} holds a policy (a GPT-2 language model: no reward head, no reward_config.json), "
+    raise BadValueError(f"{directory} holds a policy (a GPT-2 language model: no reward head, no reward_config.json), "
                      f"not a reward model. Load it with `load_policy('{directory}')`; to train a reward model from it "
                      "run `python -m rlhf_helpers reward`.")
 
@@ -185,7 +186,7 @@ def _missing(directory: Path, needed: str, what: str, stage: str) -> FileNotFoun
                     "and finish it.")
     else:
         message += f" {restore_hint(directory, 'policy' if stage == 'sft' else stage)}."
-    return FileNotFoundError(message)
+    return MissingError(message)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -199,9 +200,10 @@ def load_policy(
     """Load an SFT policy and its tokenizer, in eval mode.
 
     Args:
-        profile_or_path: "tiny" (the checkpoint shipped in the package), "gpt2" (the hub's `gpt2`
-            untouched, or a fine-tuned one if ``artifacts/gpt2/sft_policy`` exists), or a directory
-            written by `save_pretrained` / the ``sft`` command.
+        profile_or_path: a profile name, a directory written by `save_pretrained` / the ``sft`` command, or a hub
+            id, resolved by `rlhf_helpers.sources.resolve_source`: a profile's SFT policy trained under the
+            artifacts directory if there is one, else the one shipped with the package ("tiny"), else the
+            profile's pretrained hub model ("gpt2").
     Returns:
         ``(model, tokenizer)``; ``model.config.tokenizer_fingerprint`` identifies the tokenizer.
     Raises:
@@ -209,27 +211,23 @@ def load_policy(
         file, a tokenizer that is not the model's), RuntimeError (corrupt weights): each names the file and the
         way out.
     """
-    path = Path(profile_or_path)
-    if str(profile_or_path) == "tiny":
-        path = shipped_policy_dir("tiny")
-    elif str(profile_or_path) == "gpt2":
-        trained = get_config("gpt2").artifacts_dir / "sft_policy"
-        path = trained if trained.exists() else None
-        if path is None:
-            try:
-                model = GPT2LMHeadModel.from_pretrained("gpt2").to(device).eval()
-            except OSError as err:
-                raise OSError(f"Could not load `gpt2` from the Hugging Face hub ({err}). Offline? Use the tiny "
-                              "profile (`load_policy('tiny')`, shipped with the package).") from err
-            tokenizer = load_tokenizer("gpt2")
-            check_tokenizer_matches(model, tokenizer, where="(hub gpt2)")
-            record_tokenizer(model, tokenizer)
-            return model, tokenizer
+    path = resolve_source("policy", profile_or_path)
+    if isinstance(path, str):  # a hub id (gpt2's pretrained model): from the local hub cache when offline
+        try:
+            model = GPT2LMHeadModel.from_pretrained(path).to(device).eval()
+        except OSError as err:
+            raise UnavailableError(f"Could not load {path!r} from the Hugging Face hub or its local cache ({err}). Offline? "
+                          "Download it once with the hub on, pass a local directory, or use the tiny profile "
+                          "(`load_policy('tiny')`, shipped with the package).") from err
+        tokenizer = load_tokenizer(path)
+        check_tokenizer_matches(model, tokenizer, where=f"(hub {path})")
+        record_tokenizer(model, tokenizer)
+        return model, tokenizer
     if path.is_file():
-        raise NotADirectoryError(f"{path} is a file; a policy is a directory holding config.json, model.safetensors "
+        raise NotADirectoryRefusal(f"{path} is a file; a policy is a directory holding config.json, model.safetensors "
                                  "and tokenizer.json (e.g. the sft_policy written by `python -m rlhf_helpers sft`).")
     if not path.is_dir():
-        raise FileNotFoundError(
+        raise MissingError(
             f"No policy checkpoint at {path}. Train one with `python -m rlhf_helpers sft` or pass a "
             "directory that holds config.json, model.safetensors and tokenizer.json."
         )
@@ -241,7 +239,7 @@ def load_policy(
             raise _missing(path, needed, "Policy checkpoint", stage)
     config = read_json_file(path / "config.json", "model config", kind="policy")
     if config.get("model_type", "gpt2") != "gpt2":
-        raise ValueError(f"{path / 'config.json'} describes a {config.get('model_type')!r} model; the course's "
+        raise BadValueError(f"{path / 'config.json'} describes a {config.get('model_type')!r} model; the course's "
                          "policies are GPT-2 (model_type 'gpt2'). Pass a directory written by "
                          "`python -m rlhf_helpers sft` or `ppo`.")
     refuse_other_kind(path, "policy", safetensors_keys(path / WEIGHTS_NAME, "policy"))
@@ -249,7 +247,7 @@ def load_policy(
     try:
         model = GPT2LMHeadModel.from_pretrained(str(path))
     except Exception as err:
-        raise RuntimeError(f"Policy checkpoint {path} could not be read ({type(err).__name__}: {err}): "
+        raise DamagedFileError(f"Policy checkpoint {path} could not be read ({type(err).__name__}: {err}): "
                            "model.safetensors is corrupt or does not fit config.json. "
                            f"{restore_hint(path, 'policy')}.") from err
     model.source_dir = str(path)

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 
-from ..config import SFTConfig
+from ..config import SFTConfig, data_settings_of
 from ..core.precision import autocast
 from ..core.run_card import write_run_card
 from ..core.lock import run_lock
-from ..core.training import batch_indices, finished_run_card, train_loop
+from ..core.run import batch_indices, finished_run_card
+from ..core.training import train_loop
 from ..data.imdb import clean_review
 
 
@@ -99,7 +100,8 @@ def train_sft(model, tokenizer, train_blocks: torch.Tensor, eval_blocks: torch.T
 
     with run_lock(output_dir):  # held until the final files are written, not only while training
         result = train_loop(model, config, output_dir, loss_fn, evaluate, name="SFT", batch_rows=config.batch_size, resume=resume,
-                            progress=progress, stop_after=stop_after, allow_changed_settings=allow_changed_settings)
+                            progress=progress, stop_after=stop_after, allow_changed_settings=allow_changed_settings,
+                            data_settings=data_settings_of(run_config))
         if result.interrupted:
             return result.interrupted_summary()
         metrics = _sft_metrics(result, config)

@@ -12,12 +12,12 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from ..config import PPOConfig
 from ..core.distributed import Shard, shard_seed
 from ..core.reward_fn import reward_scores
+from ..core.run import batch_indices
 from ..core.run_card import Timer
 from ..policy.generation import sample_responses
 from ..policy.logprobs import response_logprobs
@@ -53,13 +53,11 @@ class Rollout:
 
 
 def sample_prompt_batch(prompts: list[list[int]], batch_size: int, step: int, seed: int) -> list[list[int]]:
-    """The prompts of `step`: a fresh seeded permutation per pass over the prompts (resumable)."""
-    per_epoch = len(prompts) // batch_size
-    if per_epoch == 0:
+    """The prompts of `step`: a fresh seeded permutation per pass over the prompts (resumable), drawn by the one
+    batch-order function of every loop (`rlhf_helpers.core.run.batch_indices`)."""
+    if len(prompts) < batch_size:
         raise ValueError(f"batch_size={batch_size} is larger than the {len(prompts)} prompts.")
-    epoch, position = divmod(step, per_epoch)
-    order = np.random.default_rng([seed, epoch]).permutation(len(prompts))
-    return [prompts[i] for i in order[position * batch_size : (position + 1) * batch_size]]
+    return [prompts[i] for i in batch_indices(step, len(prompts), batch_size, seed).tolist()]
 
 
 def sampling_seeds(seed: int, step: int, shard: Shard | None = None) -> tuple[int, int]:

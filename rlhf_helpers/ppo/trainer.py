@@ -41,20 +41,15 @@ from typing import Callable
 
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.utils import set_seed
-from tqdm.auto import tqdm
 
-from ..config import PPOConfig
+from ..config import PPOConfig, data_settings_of
 from ..core.distributed import (
-    Shard, agree, mean_over_processes, refuse_sharded_parameters, shard_plan, shard_seed, sum_over_processes,
+    Shard, agree, mean_over_processes, refuse_sharded_parameters, shard_seed, sum_over_processes,
 )
-from ..core.checkpoint import CheckpointError, budget_of, load_checkpoint, resume_settings, save_checkpoint
 from ..core.lock import run_lock
 from ..core.precision import resolve_mixed_precision
+from ..core.run import ResumableRun, finished_run_card
 from ..core.run_card import Timer, write_run_card
-from ..core.signals import StopRequest, stop_on_signals
-from ..core.training import finished_message, finished_run_card, interrupted_message
 from .advantages import masked_mean, masked_whiten_shards
 from .kl import AdaptiveKLController, FixedKLController
 from .losses import clipped_policy_loss, clipped_value_loss, entropy_from_log_softmax, entropy_from_logits
@@ -161,7 +156,8 @@ def ppo_update(policy, optimizer, accelerator, rollouts: Rollout | list[Rollout]
 class PPOTrainer:
     """Runs PPO steps on `accelerate`; checkpoints every `checkpoint_every` steps and resumes.
 
-    Faults (as in `rlhf_helpers.core.training.train_loop`): `train` holds ``output_dir/.lock`` (a second run into
+    The run engine (`rlhf_helpers.core.run.ResumableRun`, as for every loop of the course) owns processes, seeds,
+    the schedule, budgets, checkpoints and faults: `train` holds ``output_dir/.lock`` (a second run into
     the directory raises `RunLockedError` before writing anything); SIGINT / SIGTERM end `train` after the current
     step with a checkpoint (``interrupted``, ``signal``, ``message``); a run whose checkpoint already spent its
     budget trains nothing (``already_finished``); `maybe_resume` refuses a checkpoint written with other settings
@@ -185,71 +181,67 @@ class PPOTrainer:
                              "from this policy (same tokenizer), or pass a reward_fn that tokenizes for itself.")
         self.config, self.tokenizer, self.reward_fn = config, tokenizer, reward_fn
         self.prompts = [list(map(int, p)) for p in prompts]
-        self.output_dir = Path(output_dir)
-        self.checkpoint_dir = self.output_dir / "checkpoint"
         self.run_config = run_config or {}
-        # `mixed_precision` here overrides the config's (tests pin "no" for exact comparisons).
-        self.mixed_precision = resolve_mixed_precision(mixed_precision or config.mixed_precision)
-        self.accelerator = Accelerator(mixed_precision=self.mixed_precision)
-        refuse_sharded_parameters(self.accelerator)
-        # Which shards of every batch this process samples and trains on (a clear error if they cannot be equal).
-        self.plan = shard_plan(self.accelerator, config.mini_batch_size, config.micro_batch_size,
-                               where="ppo.mini_batch_size", micro_flag="--ppo.micro-batch-size")
-        set_seed(config.seed + self.accelerator.process_index)  # separate seeds per process (Huang et al. 2023, "General implementation details")
-        # fused: one kernel per parameter group instead of a dozen elementwise passes per tensor (fast path)
-        fused = {"fused": True} if config.fast_path else {}
-        optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, **fused)
-        # anneal the learning rate linearly to 0 over the planned steps (Huang et al. 2023, "Policy training implementation details")
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / config.max_steps))
-        # not prepared: accelerate's wrapper would step it once per process per step (see `core.training`)
-        self.policy, self.optimizer = self.accelerator.prepare(policy, optimizer)
-        self.accelerator.register_for_checkpointing(self.scheduler)
-        self.reference = reference.to(self.accelerator.device).eval().requires_grad_(False)
         if config.adaptive_kl:
             self.kl_controller = AdaptiveKLController(config.init_kl_coef, config.kl_target, config.kl_horizon)
         else:
             self.kl_controller = FixedKLController(config.init_kl_coef)
-        self.state = {"step": 0, "seconds": 0.0, "history": [], "settings": resume_settings(config),
-                      "budget": budget_of(config)}
+        # The run engine: processes, seeds, schedule, budgets, checkpoints, lock, signals (`core.run`).
+        # `mixed_precision` here overrides the config's (tests pin "no" for exact comparisons).
+        self.run = ResumableRun(config, output_dir, name="PPO", batch_rows=config.mini_batch_size,
+                                batch_field="ppo.mini_batch_size", mixed_precision=mixed_precision,
+                                extra_state=lambda: {"kl_controller": self.kl_controller.state_dict()},
+                                data_settings=data_settings_of(self.run_config))
+        self.accelerator, self.mixed_precision = self.run.accelerator, self.run.mixed_precision
+        self.output_dir, self.checkpoint_dir = self.run.output_dir, self.run.checkpoint_dir
+        refuse_sharded_parameters(self.accelerator)
+        # fused: one kernel per parameter group instead of a dozen elementwise passes per tensor (fast path)
+        fused = {"fused": True} if config.fast_path else {}
+        optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, **fused)
+        # anneal the learning rate linearly to 0 over the planned steps (Huang et al. 2023, "Policy training
+        # implementation details")
+        self.policy, self.optimizer = self.run.prepare(policy, optimizer,
+                                                       lambda s: max(0.0, 1 - s / config.max_steps))
+        self.scheduler = self.run.scheduler
+        self.reference = reference.to(self.accelerator.device).eval().requires_grad_(False)
         self.timer = Timer()
-        self.interrupted, self.already_finished = False, False
-        self.signal: str | None = None  # "SIGINT" / "SIGTERM" when a signal ended the last `train`
-        self.message: str | None = None  # what was printed about an early end of the last `train`
+
+    # The run's state and how its last `train` ended live in the engine.
+    state = property(lambda self: self.run.state)
+    interrupted = property(lambda self: self.run.interrupted)
+    already_finished = property(lambda self: self.run.already_finished)
+    signal = property(lambda self: self.run.signal, doc='"SIGINT" / "SIGTERM" when a signal ended the last `train`.')
+    message = property(lambda self: self.run.message, doc="What was printed about an early end of the last `train`.")
 
     # -- checkpoints ------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
         """Model, value head, optimiser, scheduler, RNG (accelerate) + KL controller and history (JSON)."""
-        save_checkpoint(self.accelerator, self.checkpoint_dir,
-                        {**self.state, "kl_controller": self.kl_controller.state_dict()})
+        self.run.save_checkpoint()
 
     def maybe_resume(self, allow_changed_settings: bool = False) -> bool:
         """Load the last checkpoint in `output_dir` if there is one. Returns whether it resumed.
 
         Raises `SettingsChangedError` if the checkpoint's settings (the config minus its budget fields) differ from
-        this trainer's, unless `allow_changed_settings` (then both are recorded); `CheckpointError` if it is torn;
-        `RunLockedError` if another run is writing to `output_dir`.
+        this trainer's, unless `allow_changed_settings` (then both are recorded); `CheckpointError` if it is torn
+        or not a PPO checkpoint; `RunLockedError` if another run is writing to `output_dir`.
         """
-        with run_lock(self.output_dir):
-            saved = load_checkpoint(self.accelerator, self.checkpoint_dir, settings=self.state["settings"],
-                                    allow_changed_settings=allow_changed_settings, budget=self.state["budget"])
+        saved = self.run.resume(allow_changed_settings, required=("kl_controller",))
         if saved is None:
             return False
-        if not isinstance(saved.get("kl_controller"), dict):
-            raise CheckpointError(f"The checkpoint in {self.checkpoint_dir} is not a PPO checkpoint (no KL controller "
-                                  "state). Start afresh with --no-resume, or choose another --output-dir.")
-        self.kl_controller.load_state_dict(saved.pop("kl_controller"))
-        self.state = saved
+        self.kl_controller.load_state_dict(saved["kl_controller"])
         return True
 
     # -- one step ---------------------------------------------------------------------------------
     def step(self) -> dict:
         """One PPO step on this process's shards of the batch; statistics are averaged over all processes."""
-        step = self.state["step"]
+        return self.run.step(self._step)
+
+    def _step(self, step: int) -> dict:
         started = time.perf_counter()
         before = dict(self.timer.totals)
         policy = self.accelerator.unwrap_model(self.policy)
         prompts = sample_prompt_batch(self.prompts, self.config.batch_size, step, self.config.seed)  # global batch
-        shards = self.plan.local_shards()
+        shards = self.run.plan.local_shards()
         policy.eval()
         rollouts = [collect_rollout(policy, self.reference, self.tokenizer, self.reward_fn,
                                     shard.take(prompts, "ppo.batch_size"), self.kl_controller.value, self.config, step,
@@ -265,8 +257,6 @@ class PPOTrainer:
         # Ziegler et al.: steer with the mean KL per response (over all processes); n_steps = rollouts in this batch.
         self.kl_controller.update(stats["kl"], self.config.batch_size)
         seconds = time.perf_counter() - started
-        self.state["step"] = step + 1
-        self.state["seconds"] += seconds
         phases = {f"time_{k}": self.timer.totals[k] - before.get(k, 0.0) for k in self.timer.totals}
         stats.update(step=step + 1, seconds=seconds, episodes_per_second=self.config.batch_size / seconds,
                      learning_rate=self.scheduler.get_last_lr()[0], **phases)
@@ -278,57 +268,21 @@ class PPOTrainer:
     # -- the loop ---------------------------------------------------------------------------------
     def train(self, progress: bool = True, callback: Callable[[dict], None] | None = None,
               stop_after: int | None = None) -> list[dict]:
-        """Run steps until `steps` or `max_minutes`; `stop_after` = at most this many steps in this call
+        """Run steps until `max_steps` or `max_minutes`; `stop_after` = at most this many steps in this call
         (to demonstrate an interruption). Checkpoints every `checkpoint_every` steps and at the end.
 
         SIGINT / SIGTERM: stop after the current step, checkpoint, set ``interrupted`` and ``signal``. A checkpoint
-        that already spent the budget: trains nothing, sets ``already_finished``. Returns the history."""
-        self.interrupted, self.already_finished, self.signal = False, False, None
-        self.message = finished_message("PPO", self.state["step"], self.state["seconds"], self.config,
-                                        self.checkpoint_dir)
-        if self.message is not None:
-            self.already_finished = True
-            self.accelerator.print(self.message)
-            return self.state["history"]
-        with run_lock(self.output_dir), stop_on_signals() as stop:
-            self._run_steps(progress, callback, stop_after, stop)
-        return self.state["history"]
+        that already spent the budget: trains nothing, sets ``already_finished``. `callback(stats)` runs on the
+        main process after every step. Returns the history."""
 
-    def _run_steps(self, progress: bool, callback, stop_after: int | None, stop: StopRequest) -> None:
-        config, accelerator = self.config, self.accelerator
-        bar = tqdm(total=config.max_steps, initial=self.state["step"], desc="PPO",
-                   disable=not progress or not accelerator.is_main_process)
-        done_here, reason = 0, None
-        while self.state["step"] < config.max_steps:
-            if config.max_minutes is not None and self.state["seconds"] >= 60 * config.max_minutes:
-                break
-            if stop_after is not None and done_here >= stop_after:
-                reason = "stop_after"
-                break
-            stats = self.step()
-            done_here += 1
-            bar.update(1)
-            bar.set_postfix(score=f"{stats['score']:.2f}", kl=f"{stats['kl']:.2f}", beta=f"{stats['kl_coef']:.3f}")
-            if callback is not None and accelerator.is_main_process:
+        def after_step(stats: dict, last: bool) -> None:
+            if callback is not None and self.accelerator.is_main_process:
                 callback(stats)
-            # once per step on every process: the main process's clock and any process's signal, so all of
-            # them stop after the same step (one leaving early would hang the others' next all-reduce)
-            self.state["seconds"], signalled, _ = agree(accelerator, seconds=self.state["seconds"],
-                                                        stop=stop.signal is not None)
-            if signalled:
-                reason = "signal"
-                break
-            if self.state["step"] % config.checkpoint_every == 0:
-                self.save_checkpoint()
-        bar.close()
-        if done_here and (self.state["step"] % config.checkpoint_every or reason == "signal"):
-            self.save_checkpoint()  # the end (unless this step's checkpoint was just written)
-        if reason is not None and self.state["step"] < config.max_steps:
-            self.interrupted = True
-            if reason == "signal":
-                self.signal = stop.signal or "signal"  # None: another process received it
-                self.message = interrupted_message("PPO", self.signal, self.state["step"], self.checkpoint_dir)
-                self.accelerator.print(self.message)
+
+        self.run.train(self._step, after_step=after_step, progress=progress, stop_after=stop_after,
+                       postfix=lambda stats: {"score": f"{stats['score']:.2f}", "kl": f"{stats['kl']:.2f}",
+                                              "beta": f"{stats['kl_coef']:.3f}"})
+        return self.state["history"]
 
     def save(self, directory: str | Path | None = None, metrics: dict | None = None) -> Path:
         """Save the trained policy (LM + value head + tokenizer) and a run card.
@@ -352,5 +306,5 @@ class PPOTrainer:
         changes = {"settings_changes": self.state["settings_changes"]} if self.state.get("settings_changes") else {}
         write_run_card(directory, "ppo", {**self.run_config, "ppo": asdict(self.config)},
                        metrics={**(metrics or {}), "steps": self.state["step"], "history": history, **changes},
-                       timings={"train": round(self.state["seconds"], 1),
+                       timings={"train": round(self.state["train_seconds"], 1),
                                 **{k: round(v, 1) for k, v in self.timer.totals.items()}})

@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
 
-from ..config import get_config
-from ..core.assets import shipped_reward_model_dir
+from ..core.errors import BadTypeError, BadValueError, DamagedFileError, MissingError, NotADirectoryRefusal
+from ..sources import resolve_source
 from ..core.precision import autocast
 from ..core.tensors import last_token_index, position_ids_from_mask, right_pad
 from ..data.preferences import truncate
@@ -92,7 +92,7 @@ class RewardModel(nn.Module):
     def from_sequence_classifier(cls, classifier) -> "RewardModel":
         """Wrap a ``GPT2ForSequenceClassification`` with ``num_labels=1`` (e.g. trained by TRL): same weights."""
         if classifier.config.num_labels != 1:
-            raise ValueError(f"A reward model has one output; this classifier has num_labels={classifier.config.num_labels}.")
+            raise BadValueError(f"A reward model has one output; this classifier has num_labels={classifier.config.num_labels}.")
         model = cls(GPT2Config.from_dict(classifier.config.to_dict()))
         model.transformer.load_state_dict(classifier.transformer.state_dict())
         model.head.weight.data.copy_(classifier.score.weight.data)
@@ -101,9 +101,9 @@ class RewardModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Raw (unnormalised) rewards ``[N]`` in float32, read at each row's last real token."""
         if input_ids.shape != attention_mask.shape:
-            raise ValueError(f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} differ in shape.")
+            raise BadValueError(f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} differ in shape.")
         if input_ids.shape[1] > self.config.n_positions:
-            raise ValueError(f"Sequences of {input_ids.shape[1]} tokens exceed the context of {self.config.n_positions}; "
+            raise BadValueError(f"Sequences of {input_ids.shape[1]} tokens exceed the context of {self.config.n_positions}; "
                              "truncate them first (RewardScorer does).")
         hidden = self.transformer(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
@@ -119,7 +119,7 @@ class RewardModel(nn.Module):
 
     def set_normalisation(self, mean: float, std: float) -> None:
         if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
-            raise ValueError(f"Normalisation needs a finite mean and a finite std > 0; got mean={mean}, std={std}.")
+            raise BadValueError(f"Normalisation needs a finite mean and a finite std > 0; got mean={mean}, std={std}.")
         self.reward_mean.fill_(mean)
         self.reward_std.fill_(std)
 
@@ -134,7 +134,7 @@ def bradley_terry_loss(rewards_chosen: torch.Tensor, rewards_rejected: torch.Ten
         large negative margins where ``log(sigmoid(x))`` would underflow to log(0) = −inf.
     """
     if rewards_chosen.shape != rewards_rejected.shape:
-        raise ValueError(f"chosen {tuple(rewards_chosen.shape)} and rejected {tuple(rewards_rejected.shape)} rewards differ in shape.")
+        raise BadValueError(f"chosen {tuple(rewards_chosen.shape)} and rejected {tuple(rewards_rejected.shape)} rewards differ in shape.")
     return -F.logsigmoid(rewards_chosen - rewards_rejected).mean()
 
 
@@ -209,12 +209,8 @@ def save_reward_model(model: RewardModel, tokenizer, directory: str | Path, extr
 
 
 def _resolve_reward_dir(profile_or_path) -> Path:
-    name = str(profile_or_path)
-    if name == "tiny":
-        return shipped_reward_model_dir("tiny")
-    if name == "gpt2":
-        return get_config("gpt2").artifacts_dir / "reward_model"
-    return Path(profile_or_path)
+    """The directory a profile name or path means (`rlhf_helpers.sources.resolve_source`)."""
+    return Path(resolve_source("reward", profile_or_path))
 
 
 def load_reward_model_weights(profile_or_path="tiny", device="cpu") -> tuple[RewardModel, object, dict]:
@@ -228,15 +224,15 @@ def load_reward_model_weights(profile_or_path="tiny", device="cpu") -> tuple[Rew
 
     path = _resolve_reward_dir(profile_or_path)
     if path.is_file():
-        raise NotADirectoryError(f"{path} is a file; a reward model is a directory written by "
+        raise NotADirectoryRefusal(f"{path} is a file; a reward model is a directory written by "
                                  "`python -m rlhf_helpers reward` (config.json, model.safetensors, reward_config.json, "
                                  "tokenizer.json).")
     if not path.is_dir():
-        raise FileNotFoundError(f"No reward model at {path}. Train one with `python -m rlhf_helpers reward` "
+        raise MissingError(f"No reward model at {path}. Train one with `python -m rlhf_helpers reward` "
                                 "(or pass a directory written by `save_reward_model`).")
     for needed in ("config.json", WEIGHTS_NAME, "tokenizer.json"):
         if not (path / needed).is_file():
-            raise FileNotFoundError(f"Reward model {path} is incomplete: {needed} is missing. "
+            raise MissingError(f"Reward model {path} is incomplete: {needed} is missing. "
                                     f"{restore_hint(path, 'reward')}.")
     read_json_file(path / "config.json", "model config", kind="reward")
     info = read_json_file(path / REWARD_CONFIG_NAME, "reward config", missing_ok=True, kind="reward") or {}
@@ -245,19 +241,19 @@ def load_reward_model_weights(profile_or_path="tiny", device="cpu") -> tuple[Rew
     try:
         config = GPT2Config.from_pretrained(str(path))
     except Exception as err:
-        raise ValueError(f"{path / 'config.json'} could not be read as a GPT-2 config ({type(err).__name__}: {err}). "
+        raise BadValueError(f"{path / 'config.json'} could not be read as a GPT-2 config ({type(err).__name__}: {err}). "
                          f"{restore_hint(path, 'reward')}.") from err
     tokenizer = load_tokenizer(path)
     model = RewardModel(config)
     try:
         state = load_file(str(path / WEIGHTS_NAME))
     except Exception as err:
-        raise RuntimeError(f"{path / WEIGHTS_NAME} is corrupt or truncated ({type(err).__name__}: {err}). "
+        raise DamagedFileError(f"{path / WEIGHTS_NAME} is corrupt or truncated ({type(err).__name__}: {err}). "
                            f"{restore_hint(path, 'reward')}.") from err
     try:
         model.load_state_dict(state, strict=True)
     except Exception as err:
-        raise RuntimeError(f"The weights in {path / WEIGHTS_NAME} do not fit a reward model of the shape in "
+        raise DamagedFileError(f"The weights in {path / WEIGHTS_NAME} do not fit a reward model of the shape in "
                            f"config.json ({type(err).__name__}: {err}); they may be corrupt or from another "
                            f"architecture. {restore_hint(path, 'reward')}.") from err
     model.source_dir = str(path)
@@ -293,10 +289,10 @@ class RewardScorer:
         if max_length is None:
             max_length = context
         if isinstance(max_length, bool) or not isinstance(max_length, numbers.Integral) or not 2 <= max_length <= context:
-            raise ValueError(f"max_length must be an integer from 2 to the reward model's context of {context} tokens "
+            raise BadValueError(f"max_length must be an integer from 2 to the reward model's context of {context} tokens "
                              f"(or None for the whole context); got {max_length!r}.")
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}.")
+            raise BadValueError(f"batch_size must be an integer >= 1; got {batch_size!r}.")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_length = int(max_length)
@@ -312,17 +308,17 @@ class RewardScorer:
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text, cut to `max_length` tokens (with a one-time warning)."""
         if isinstance(texts, str):
-            raise TypeError("score takes a list of texts; wrap a single text in a list: [text].")
+            raise BadTypeError("score takes a list of texts; wrap a single text in a list: [text].")
         if not isinstance(texts, (list, tuple)):
-            raise TypeError(f"score takes a list (or tuple) of strings; got a {type(texts).__name__}"
+            raise BadTypeError(f"score takes a list (or tuple) of strings; got a {type(texts).__name__}"
                             + (" (iterating it would score its keys)" if isinstance(texts, dict) else "")
                             + ". Pass list(...) of the texts themselves.")
         texts = list(texts)
         for i, text in enumerate(texts):
             if not isinstance(text, str):
-                raise TypeError(f"text {i} is a {type(text).__name__}, not a str.")
+                raise BadTypeError(f"text {i} is a {type(text).__name__}, not a str.")
             if text == "":
-                raise ValueError(f"text {i} is empty: an empty text has no token to read a reward from. "
+                raise BadValueError(f"text {i} is empty: an empty text has no token to read a reward from. "
                                  "Score the prompt + response, or drop empty texts.")
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
         too_long = [i for i, row in enumerate(ids) if len(row) > self.max_length]
@@ -382,7 +378,7 @@ class RewardScorer:
                 problems.append(f"{name} {getattr(theirs, name)} (policy) vs {getattr(mine, name)} (reward model)")
         problems.append(f"fingerprints {tokenizer_fingerprint(theirs)} (policy) vs {tokenizer_fingerprint(mine)} "
                         "(reward model)")
-        raise ValueError("The policy's tokenizer does not match the reward model's: " + "; ".join(problems)
+        raise BadValueError("The policy's tokenizer does not match the reward model's: " + "; ".join(problems)
                          + f". Policy tokenizer from {source_of(theirs)}; reward model and its tokenizer from "
                          f"{self.source_dir}. Token ids from the policy would mean different words to the reward "
                          "model: use a policy and a reward model trained from the same profile (the reward stage "
@@ -400,7 +396,7 @@ class RewardScorer:
         Positive: the word raises the reward. One forward pass per word (batched)."""
         words = text.split()
         if not words:
-            raise ValueError("explain needs a non-empty text.")
+            raise BadValueError("explain needs a non-empty text.")
         variants = [" ".join(words[:i] + words[i + 1 :]) for i in range(len(words))]
         keep = [i for i, v in enumerate(variants) if v]
         scores = self.score([text] + [variants[i] for i in keep])

@@ -9,27 +9,25 @@ PPO will (`rlhf_helpers.policy.generation.sample_responses`: train prompts, PPO'
 score ``query + response``, and store the mean and std in the model (Ziegler et al. 2019; Huang et al. 2023,
 "The N Implementation Details of RLHF with PPO", section "Reward model": reward normalisation).
 
-`stage_reward` runs it all for a profile: pairs → training → normalisation → held-out evaluation → save.
+`rlhf_helpers.pipeline.stage_reward` runs it all for a profile: pairs → training → normalisation → held-out
+evaluation → save.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from ..config import RewardConfig
-from ..core.assets import policy_source
-from ..core.distributed import is_main_process, wait_for_everyone
+from ..config import RewardConfig, data_settings_of
 from ..core.lock import run_lock
 from ..core.run_card import write_run_card
-from ..core.training import batch_indices, finished_run_card, train_loop
+from ..core.run import batch_indices, finished_run_card
+from ..core.training import train_loop
 from ..data import build_dataset
-from ..data.preferences import course_pairs, pairwise_accuracy, tokenize_pairs
+from ..data.preferences import pairwise_accuracy
 from ..policy.generation import sample_responses
-from ..policy.model import load_policy
 from .model import (
     WEIGHTS_NAME, RewardModel, RewardScorer, bradley_terry_loss, evaluate_pairs, pair_rewards, save_reward_model,
 )
@@ -103,7 +101,8 @@ def train_reward_model(model: RewardModel, tokenizer, train_pairs, eval_pairs: d
     with run_lock(output_dir):  # held until the final files are written, not only while training
         result = train_loop(model, config, output_dir, loss_fn, evaluate, name="reward model",
                             batch_rows=sum(batch_sizes.values()), resume=resume,
-                            progress=progress, stop_after=stop_after, allow_changed_settings=allow_changed_settings)
+                            progress=progress, stop_after=stop_after, allow_changed_settings=allow_changed_settings,
+                            data_settings=data_settings_of(run_config))
         state = result.state
         if result.interrupted:
             return result.interrupted_summary()
@@ -168,91 +167,3 @@ def evaluate_scorer(scorer, heldout: dict) -> dict:
     """Pairwise accuracy of any ``score(list[str])`` on each held-out view ``{"full": pairs, ...}``."""
     return {view: pairwise_accuracy(scorer.score(list(p["chosen"])), scorer.score(list(p["rejected"])))
             for view, p in heldout.items()}
-
-
-def stage_reward(config, output_dir: str | Path | None = None, resume: bool = True, policy: str | Path | None = None,
-                 progress: bool = True, allow_changed_settings: bool = False) -> dict:
-    """Train the reward model from the SFT policy, normalise it, evaluate it on held-out pairs, save it.
-
-    Args:
-        config: the `CourseConfig` (profile); ``config.reward`` holds the training settings.
-        output_dir: default ``<artifacts>/<profile>/reward_model``.
-        resume: continue from ``output_dir/checkpoint`` if present. A finished stage run again does nothing and
-            returns its summary (``already_finished``, ``message``).
-        policy: SFT policy directory or profile name for `load_policy` (default: `policy_source(config)`: the
-            SFT policy trained under the artifacts directory, else the shipped one).
-        allow_changed_settings: resume even if ``config.reward`` differs from the checkpoint's.
-    Returns:
-        A summary dict: ``dir``, accuracies per view, normalisation, timings.
-    """
-    output_dir = Path(output_dir) if output_dir else config.artifacts_dir / "reward_model"
-    with run_lock(output_dir):  # before loading anything: a second run into the directory fails at once
-        summary = _stage_reward(config, output_dir, resume, policy, progress, allow_changed_settings)
-    wait_for_everyone()  # under `accelerate launch`: the main process has normalised and saved the model
-    return summary
-
-
-def _stage_reward(config, output_dir: Path, resume: bool, policy, progress: bool, allow_changed_settings: bool) -> dict:
-    timings = {}
-    train_config = config.reward
-    policy_model, tokenizer = load_policy(policy or policy_source(config))
-
-    start = time.perf_counter()
-    train_pairs, heldout = course_pairs(config)
-    train_tok = tokenize_pairs(train_pairs, tokenizer, train_config.max_length, train_config.keep)
-    heldout_tok = {v: tokenize_pairs(p, tokenizer, train_config.max_length, train_config.keep) for v, p in heldout.items()}
-    timings["pairs"] = round(time.perf_counter() - start, 1)
-
-    model = RewardModel.from_policy(policy_model, seed=config.seed)
-    metrics = train_reward_model(model, tokenizer, train_tok, heldout_tok, train_config, output_dir, resume=resume,
-                                 progress=progress, run_config=config.to_dict(),
-                                 allow_changed_settings=allow_changed_settings)
-    timings["train"] = metrics.get("train_seconds")  # absent when interrupted
-    if metrics.get("interrupted"):
-        return {"dir": str(output_dir), **metrics}
-    if not is_main_process():  # normalising, evaluating and saving happen once, on the main process
-        return {"dir": str(output_dir), "steps": metrics["steps"]}
-    if metrics["already_finished"]:
-        done = _finished_stage_summary(output_dir, metrics)
-        if done is not None:
-            return done
-
-    start = time.perf_counter()
-    model.eval()
-    scorer = RewardScorer(model, tokenizer, max_length=train_config.max_length, keep=train_config.keep)
-    texts = sample_reference_texts(policy_model, tokenizer, config, seed=config.seed)
-    normalisation = fit_normalisation(scorer, texts)
-    timings["normalise"] = round(time.perf_counter() - start, 1)
-
-    start = time.perf_counter()
-    accuracy = evaluate_scorer(scorer, heldout)
-    timings["evaluate"] = round(time.perf_counter() - start, 1)
-
-    source = (f"query + response samples of the reference policy: {normalisation['n_texts']} train prompts, "
-              f"{config.ppo.response_min_tokens}-{config.ppo.response_max_tokens} new tokens, as PPO samples")
-    save_reward_model(model, tokenizer, output_dir, extra={"max_length": train_config.max_length, "keep": train_config.keep,
-                                                           "normalised_on": source})
-    summary = {"dir": str(output_dir), "heldout_accuracy": accuracy, "heldout_pairs": len(heldout["full"]),
-               "train_pairs": len(train_pairs), "normalisation": normalisation, "steps": metrics["steps"],
-               "mixed_precision": metrics["mixed_precision"]}
-    if metrics.get("settings_changes"):
-        summary["settings_changes"] = metrics["settings_changes"]
-    write_run_card(output_dir, "reward", {**config.to_dict(), "reward": asdict(train_config)},
-                   metrics={**summary, "history": metrics["history"], "train_log": metrics["train_log"]},
-                   timings=timings)
-    return {**summary, "timings_s": timings}
-
-
-def _finished_stage_summary(output_dir: Path, metrics: dict) -> dict | None:
-    """The summary of a reward stage that already trained *and normalised* this checkpoint's model, else None
-    (trained but killed before normalising: the caller normalises it now)."""
-    card = finished_run_card(output_dir, "reward", metrics["steps"])
-    if card is None or "normalisation" not in card["metrics"]:
-        return None
-    hint = metrics.get("message", "").partition("nothing to train. ")[2]  # how to train further
-    message = (f"The reward model in {output_dir} is already trained (step {metrics['steps']}) and normalised: "
-               f"nothing to do. {hint}").strip()
-    print(message)
-    summary = {k: v for k, v in card["metrics"].items() if k not in ("history", "train_log")}
-    return {**summary, "dir": str(output_dir), "already_finished": True, "message": message,
-            "timings_s": card.get("timings_s", {})}

@@ -23,7 +23,6 @@ import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
 from ..config import RewardConfig
-from ..core.assets import policy_source
 from ..core.precision import resolve_mixed_precision
 from ..core.run_card import write_run_card
 from ..data.preferences import course_pairs, tokenize_pairs
@@ -137,17 +136,16 @@ def trl_curves(log_history: list[dict]) -> dict:
     return {"train": train, "eval": evals}
 
 
-def stage_reward_trl(config, output_dir: str | Path | None = None, policy: str | Path | None = None,
-                     progress: bool = True) -> dict:
-    """The TRL twin of `rlhf_helpers.reward.training.stage_reward`: same pairs, same tokens, same settings
-    (``config.reward``), `RewardTrainer`.
+def train_reward_twin(config, output_dir: str | Path, policy: str | Path, progress: bool = True) -> dict:
+    """The TRL twin of the reward stage (`rlhf_helpers.pipeline.stage_reward`, which runs this under the stage
+    contract as `stage_reward_trl`): same pairs, same tokens, same settings (``config.reward``), `RewardTrainer`.
 
     Trains, evaluates on every held-out pair with our `RewardScorer` (the same evaluation code as the
     from-scratch model), saves the classifier (``save_pretrained``) and a run card ``run_card_reward_trl.json``.
     """
     settings = config.reward
-    output_dir = Path(output_dir) if output_dir else config.artifacts_dir / "reward_model_trl"
-    policy_model, tokenizer = load_policy(policy or policy_source(config))
+    output_dir = Path(output_dir)
+    policy_model, tokenizer = load_policy(policy)
     train_pairs, heldout = course_pairs(config)
     train_tok = tokenize_pairs(train_pairs, tokenizer, settings.max_length, settings.keep)
     heldout_tok = {v: tokenize_pairs(p, tokenizer, settings.max_length, settings.keep) for v, p in heldout.items()}
