@@ -27,7 +27,7 @@ def test_offline_has_only_train():
 
 def test_hub_while_offline_names_the_offline_default(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    with pytest.raises(RuntimeError, match="offline default"):
+    with pytest.raises(OSError, match="offline default.*--dataset-source offline"):
         load_imdb("hub")
 
 

@@ -426,7 +426,7 @@ def test_ppo_names_a_torn_state_file(tokenizer, finished_ppo, tmp_path):
 
 
 def test_a_finished_reward_stage_run_again_returns_its_summary(tokenizer, tmp_path, monkeypatch, capsys):
-    import rlhf_helpers.reward.training as reward_training
+    import rlhf_helpers.pipeline as reward_training  # the reward stage lives with the others
 
     good, bad = SENTENCES[0], SENTENCES[1]
     pairs = Dataset.from_dict({"chosen": [good] * 8, "rejected": [bad] * 8, "view": ["full", "snippet"] * 4})

@@ -4,6 +4,8 @@ import math
 
 import pytest
 
+from rlhf_helpers.config import get_config
+
 from rlhf_helpers.evaluation.report import before_after_samples, format_run_summary, report_figure, summary_table
 
 SFT = {"reward": -0.12, "positive_rate/bag_of_words": 0.523, "positive_rate/vader": 0.41, "kl": 0.0,
@@ -50,14 +52,14 @@ def test_summary_table_without_ppo_shows_only_sft_and_survives_missing_keys():
 
 
 def test_before_after_samples_shows_queries_and_both_responses():
-    text = before_after_samples(SFT_SAMPLES, PPO_SAMPLES, n=3)
+    text = before_after_samples(SFT_SAMPLES, PPO_SAMPLES, n=3, note=get_config("tiny").sample_note)
     for i in range(3):
         assert QUERIES[i] in text and f"sft continuation {i}" in text and f"ppo continuation {i}" in text
     assert QUERIES[3] not in text and "first" in text and "--profile gpt2" in text
     assert "reward +1.00" in text and "bag of words: positive" in text and "VADER: negative" in text
     gain = before_after_samples(SFT_SAMPLES, PPO_SAMPLES, n=1, pick="gain")
     assert QUERIES[3] in gain and "rose most" in gain  # the largest gain: row 3
-    sft_only = before_after_samples(SFT_SAMPLES, None, n=2, pick="gain", profile="gpt2")
+    sft_only = before_after_samples(SFT_SAMPLES, None, n=2, pick="gain", note=get_config("gpt2").sample_note)
     assert "sft continuation 1" in sft_only and "PPO" not in sft_only and "--profile" not in sft_only
     with pytest.raises(ValueError):
         before_after_samples(SFT_SAMPLES, PPO_SAMPLES, pick="best")

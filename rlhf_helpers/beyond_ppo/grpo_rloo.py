@@ -21,7 +21,8 @@ our task, with three adapters and one fix:
    budget (`WallClockBudget`), saves the policy and returns the per-step history.
 
 One "step" in the history here is one PPO step's worth of work: ``batch_size`` (64) fresh completions, then
-``(batch_size / mini_batch_size) * epochs`` (4 x 4 = 16) Adam steps on them, as in our PPO. TRL itself counts
+``(batch_size / mini_batch_size) * ppo_epochs`` Adam steps on them, as in our PPO (the tiny profile's recipe:
+4 mini-batches x 1 epoch = 4; `PPOConfig`'s own defaults: 4 x 4 = 16). TRL itself counts
 Adam steps (``trainer.state.global_step``); `train_trl` converts.
 """
 
@@ -153,7 +154,7 @@ _LOGPROB_METHOD = "_get_per_token_logps_and_entropies"
 for _cls in (GRPOTrainer, RLOOTrainer):
     if not callable(getattr(_cls, _LOGPROB_METHOD, None)):
         raise ImportError(f"trl.{_cls.__name__} has no {_LOGPROB_METHOD} any more (TRL changed): the position-id fix "
-                          "in rlhf_helpers.trl_trainers must be moved to the method that now scores completions.")
+                          "in rlhf_helpers.beyond_ppo.grpo_rloo must be moved to the method that now scores completions.")
 
 
 class CourseGRPOTrainer(GRPOTrainer):

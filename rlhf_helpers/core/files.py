@@ -9,13 +9,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 
 from .assets import ASSETS_DIR
-from .errors import BadValueError, CourseError, MissingError
+from .errors import BadValueError, CourseError, DiskFullError, MissingError
 
 ARTIFACTS_ENV_VAR = "RLHF_ARTIFACTS"
 
@@ -71,6 +72,9 @@ def check_writable_dir(path: str | Path, way_out: str | None = None) -> Path:
         os.close(handle)
         os.remove(probe)
     except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise DiskFullError(f"Cannot write to {path}: the disk holding {existing} is full. Free some space (or "
+                                f"choose another location), then run the same command again. {way_out}") from err
         reason = err.strerror or type(err).__name__
         raise OutputLocationError(f"Cannot write to {path}: {existing} is not writable ({reason}). {way_out}") from err
     return given

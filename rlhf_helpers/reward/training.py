@@ -1,7 +1,7 @@
-"""Training the reward model: the Bradley–Terry loop, normalisation, and the ``reward`` stage.
+"""Training the reward model: the Bradley–Terry loop and normalisation.
 
-Training runs the course's one loop (`rlhf_helpers.core.training.train_loop`) with the Bradley–Terry loss: each
-step scores the chosen and rejected texts of a batch of pairs and minimises ``−log σ(r_c − r_r)``
+Training runs the supervised loop (`rlhf_helpers.core.training.train_loop`, on the run engine `core.run`) with
+the Bradley–Terry loss: each step scores the chosen and rejected texts of a batch of pairs and minimises ``−log σ(r_c − r_r)``
 (`rlhf_helpers.reward.model.bradley_terry_loss`). Settings: `rlhf_helpers.config.RewardConfig`.
 
 After training, the reward is **normalised**: sample responses from the reference (SFT) policy the way
