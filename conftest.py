@@ -13,3 +13,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RLHF_CI", "1")  # notebooks read this to shrink live-training demos
 os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would make cell outputs vary
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every notebook cell nbval collects is `slow`: the fast tier (``-m "not slow"``) leaves the notebooks out."""
+    import pytest
+
+    for item in items:
+        if str(getattr(item, "path", "")).endswith(".ipynb"):
+            item.add_marker(pytest.mark.slow)

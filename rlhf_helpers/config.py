@@ -306,8 +306,23 @@ class PPOConfig(TrainConfig):
 
 
 @dataclass
-class DPOConfig(SupervisedConfig):
-    """DPO (notebook 08; Rafailov et al. 2023): AdamW with warmup and cosine decay, as the supervised stages."""
+class PreferenceTrainingConfig(SupervisedConfig):
+    """What DPO and Preferred-FT share (notebook 08): AdamW with warmup and cosine decay over batches of
+    preference pairs, as the supervised stages."""
+
+    learning_rate: float = 1e-4
+    """Peak learning rate (the DPO paper: 1e-6 for gpt2-large; a 5 M-parameter model takes larger steps)."""
+    batch_size: int = 32
+    """Pairs per optimiser step (DPO: 64 sequences; Preferred-FT: the 32 chosen completions)."""
+    warmup_steps: int = 20
+    """Linear warmup from 0."""
+    weight_decay: float = 0.0
+    """AdamW weight decay on matrices."""
+
+
+@dataclass
+class DPOConfig(PreferenceTrainingConfig):
+    """DPO (notebook 08; Rafailov et al. 2023, "Direct Preference Optimization", section 4)."""
 
     stage: ClassVar[str] = "dpo"
 
@@ -315,14 +330,6 @@ class DPOConfig(SupervisedConfig):
     """Strength of the implicit KL leash (the paper's IMDb sweep: 0.05, 0.1, 1, 5)."""
     max_steps: int = 300
     """Optimiser steps."""
-    learning_rate: float = 1e-4
-    """Peak learning rate (the paper: 1e-6 for gpt2-large; a 5 M-parameter model takes larger steps)."""
-    batch_size: int = 32
-    """Pairs per optimiser step (64 sequences)."""
-    warmup_steps: int = 20
-    """Linear warmup from 0."""
-    weight_decay: float = 0.0
-    """AdamW weight decay on matrices."""
     eval_every: int = 50
     """Steps between held-out evaluations."""
     checkpoint_every: int = 50
@@ -330,21 +337,13 @@ class DPOConfig(SupervisedConfig):
 
 
 @dataclass
-class PreferredFTConfig(SupervisedConfig):
-    """Supervised fine-tuning on the chosen completions (the DPO paper's "Preferred-FT", notebook 08)."""
+class PreferredFTConfig(PreferenceTrainingConfig):
+    """Supervised fine-tuning on the chosen completions (the DPO paper's "Preferred-FT" baseline, section 6)."""
 
     stage: ClassVar[str] = "preferred_ft"
 
     max_steps: int = 200
     """Optimiser steps."""
-    learning_rate: float = 1e-4
-    """Peak learning rate."""
-    batch_size: int = 32
-    """Chosen completions per optimiser step."""
-    warmup_steps: int = 20
-    """Linear warmup from 0."""
-    weight_decay: float = 0.0
-    """AdamW weight decay on matrices."""
     eval_every: int = 25
     """Steps between held-out evaluations."""
     checkpoint_every: int = 25
@@ -507,8 +506,8 @@ RULES.update({
                     max_train_blocks=AT_LEAST_ONE),
     RewardConfig: dict(max_length=at_least(2), keep=one_of("first", "last"), full_batch_size=NON_NEGATIVE,
                        snippet_batch_size=NON_NEGATIVE, eval_pairs=AT_LEAST_ONE, normalisation_prompts=at_least(2)),
-    DPOConfig: dict(beta=POSITIVE, batch_size=AT_LEAST_ONE),
-    PreferredFTConfig: dict(batch_size=AT_LEAST_ONE),
+    PreferenceTrainingConfig: dict(batch_size=AT_LEAST_ONE),
+    DPOConfig: dict(beta=POSITIVE),
     EvaluationConfig: dict(n_prompts=AT_LEAST_ONE, seed=between(0, MAX_SEED)),
     PPOConfig: dict(
         batch_size=AT_LEAST_ONE, mini_batch_size=AT_LEAST_ONE, micro_batch_size=AT_LEAST_ONE, ppo_epochs=AT_LEAST_ONE,

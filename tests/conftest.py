@@ -1,4 +1,5 @@
-"""Shared fixtures: IMDb loaded once, a small tokenizer trained once per test session, tiny random GPT-2s."""
+"""Shared fixtures: IMDb loaded once, a small tokenizer trained once per test session, tiny random GPT-2s, an empty
+artifacts root, and stages whose heavy work fails the test if reached."""
 
 import pytest
 import torch
@@ -43,3 +44,26 @@ def tiny_gpt2_dir(small_tokenizer, tmp_path_factory):
     GPT2LMHeadModel(config).save_pretrained(path)
     small_tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def artifacts(tmp_path, monkeypatch):
+    """An empty artifacts root; its profile directory must still not exist after a refused command."""
+    root = tmp_path / "artifacts"
+    monkeypatch.setenv("RLHF_ARTIFACTS", str(root))
+    return root
+
+
+def _work_started(*args, **kwargs):
+    raise AssertionError("work started although the input was refused")
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Every stage's first heavy step fails the test if reached."""
+    from rlhf_helpers import pipeline
+
+    for name in ("load_imdb", "load_imdb_splits", "load_policy", "load_reward_model", "load_tokenizer",
+                 "train_course_tokenizer", "get_tokenizer", "build_dataset", "train_sft", "pack_texts",
+                 "evaluate_policy"):
+        monkeypatch.setattr(pipeline, name, _work_started)

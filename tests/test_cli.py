@@ -5,6 +5,7 @@ import pytest
 from rlhf_helpers.__main__ import main
 
 
+@pytest.mark.slow
 def test_tokenizer_stage_writes_a_run_card(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RLHF_ARTIFACTS", str(tmp_path))
     assert main(["tokenizer", "--profile", "tiny"]) == 0

@@ -78,6 +78,7 @@ def test_split_is_deterministic_disjoint_and_balanced(imdb):
     assert split_train_eval(imdb, 0.1, seed=1)["eval"]["imdb_index"] != first["eval"]["imdb_index"]
 
 
+@pytest.mark.slow
 def test_build_dataset_follows_the_seed_recipe(imdb, small_tokenizer):
     config = get_config("tiny")
     prompts = build_dataset(small_tokenizer, config, dataset=imdb)
@@ -92,6 +93,7 @@ def test_build_dataset_follows_the_seed_recipe(imdb, small_tokenizer):
     assert again[:100]["query"] == prompts[:100]["query"]  # seeded: same prompts every run
 
 
+@pytest.mark.slow
 def test_build_dataset_train_and_eval_prompts_are_disjoint(imdb, small_tokenizer):
     config = get_config("tiny")
     train = build_dataset(small_tokenizer, config, split="train", dataset=imdb)

@@ -39,6 +39,7 @@ def run(tiny_lm, tokenizer, out, until_step=None):
     return ppo_with_evaluations(trainer, evaluator, every=2, progress=False, keep_samples=2, until_step=until_step)
 
 
+@pytest.mark.slow
 def test_rows_at_every_evaluation_and_the_same_after_a_resume(tiny_lm, small_tokenizer, tmp_path):
     straight = run(tiny_lm, small_tokenizer, tmp_path / "a")
     assert [r["step"] for r in straight] == [0, 2, 4]

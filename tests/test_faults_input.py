@@ -25,22 +25,6 @@ def must_not_run(*args, **kwargs):
     raise AssertionError("work started although the input was refused")
 
 
-@pytest.fixture
-def artifacts(tmp_path, monkeypatch):
-    """An empty artifacts root; its profile directory must still not exist after a refused command."""
-    root = tmp_path / "artifacts"
-    monkeypatch.setenv("RLHF_ARTIFACTS", str(root))
-    return root
-
-
-@pytest.fixture
-def no_work(monkeypatch):
-    """Every stage's first heavy step fails the test if reached."""
-    for name in ("load_imdb", "load_imdb_splits", "load_policy", "load_reward_model", "load_tokenizer",
-                 "train_course_tokenizer", "get_tokenizer", "build_dataset", "stage_reward", "train_sft"):
-        monkeypatch.setattr(pipeline, name, must_not_run)
-
-
 # ----------------------------------------------------------------------------------------------
 # Config values: one message each, naming the field, its flag and what is allowed
 # ----------------------------------------------------------------------------------------------

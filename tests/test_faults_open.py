@@ -32,22 +32,6 @@ def must_not_run(*args, **kwargs):
     raise AssertionError("work started although the input was refused")
 
 
-@pytest.fixture
-def artifacts(tmp_path, monkeypatch):
-    root = tmp_path / "artifacts"
-    monkeypatch.setenv("RLHF_ARTIFACTS", str(root))
-    return root
-
-
-@pytest.fixture
-def no_work(monkeypatch):
-    """Every stage's first heavy step fails the test if reached."""
-    for name in ("load_imdb", "load_imdb_splits", "load_policy", "load_reward_model", "load_tokenizer",
-                 "train_course_tokenizer", "get_tokenizer", "build_dataset", "train_sft", "pack_texts",
-                 "evaluate_policy"):
-        monkeypatch.setattr(pipeline, name, must_not_run)
-
-
 def refused(argv, capsys, code=2) -> str:
     """Run the command line; it must refuse with one `error:` line and `code`; returns the message."""
     with pytest.raises(SystemExit) as stop:

@@ -157,6 +157,7 @@ def straight(tokenizer, tmp_path_factory):
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_signals_and_kill_9_of_a_real_run_lose_nothing(tokenizer, straight, tmp_path, capsys):
     tokenizer.save_pretrained(str(tmp_path / "tokenizer"))
     script = tmp_path / "train.py"

@@ -63,6 +63,7 @@ def test_prompt_batches_cover_the_prompts_once_per_epoch():
     assert sample_prompt_batch(prompts, 5, 3, seed=0) == sample_prompt_batch(prompts, 5, 3, seed=0)
 
 
+@pytest.mark.slow
 def test_ppo_runs_end_to_end(tiny_lm, small_tokenizer, prompts, tmp_path):
     trainer = make_trainer(tiny_lm, small_tokenizer, prompts, tmp_path)
     history = trainer.train(progress=False)
@@ -82,6 +83,7 @@ def test_ppo_runs_end_to_end(tiny_lm, small_tokenizer, prompts, tmp_path):
     assert (tmp_path / "final" / "run_card_ppo.json").exists()
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_trajectory(tiny_lm, small_tokenizer, prompts, tmp_path):
     straight = make_trainer(tiny_lm, small_tokenizer, prompts, tmp_path / "a")
     straight.train(progress=False)
@@ -99,6 +101,7 @@ def test_resume_continues_the_same_trajectory(tiny_lm, small_tokenizer, prompts,
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.slow
 def test_nan_reward_stops_with_the_step_and_keeps_the_checkpoint(tiny_lm, small_tokenizer, prompts, tmp_path):
     trainer = make_trainer(tiny_lm, small_tokenizer, prompts, tmp_path)
     trainer.train(progress=False, stop_after=2)

@@ -258,6 +258,7 @@ def small_run(tokenizer, policy, rows, output_dir, max_steps, resume=True, stop_
     return model, metrics
 
 
+@pytest.mark.slow
 def test_training_separates_chosen_from_rejected(tokenizer, policy, rows, tmp_path):
     model, metrics = small_run(tokenizer, policy, rows, tmp_path / "run", max_steps=10)
     first, last = metrics["train_log"][0], metrics["train_log"][-1]
@@ -267,6 +268,7 @@ def test_training_separates_chosen_from_rejected(tokenizer, policy, rows, tmp_pa
     assert card["stage"] == "reward" and card["metrics"]["steps"] == 10
 
 
+@pytest.mark.slow
 def test_training_resumes_where_it_stopped(tokenizer, policy, rows, tmp_path):
     straight, _ = small_run(tokenizer, policy, rows, tmp_path / "straight", max_steps=6, resume=False)
     _, stopped = small_run(tokenizer, policy, rows, tmp_path / "split", max_steps=6, stop_after=4)  # "killed" at 4
@@ -389,6 +391,7 @@ def test_shipped_reward_model_matches_the_policy_tokenizer_and_prefers_praise():
     assert 0.0 < scorer.model.reward_std.item() and math.isfinite(scorer.model.reward_mean.item())
 
 
+@pytest.mark.slow
 def test_trl_training_runs_and_its_log_splits_into_curves(tokenizer, policy, rows, tmp_path):
     from rlhf_helpers.reward.trl_twin import sequence_classifier_from_policy, train_reward_trl, trl_curves
 

@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # launches processes
+
 WORKER = Path(__file__).with_name("scale_out_worker.py")
 
 

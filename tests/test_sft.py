@@ -54,6 +54,7 @@ def blocks(small_tokenizer, imdb):
     return train, held_out
 
 
+@pytest.mark.slow
 def test_training_lowers_perplexity(small_tokenizer, blocks, tmp_path):
     config = SFTConfig(block_size=32, batch_size=8, max_steps=30, warmup_steps=3, learning_rate=3e-3,
                        eval_every=30, checkpoint_every=30, mixed_precision="no")

@@ -19,8 +19,8 @@ trl = pytest.importorskip("trl")
 from rlhf_helpers.beyond_ppo import grpo_rloo as tt  # noqa: E402  (needs trl)
 
 # transformers 5 deprecates a name TRL 1.16 still calls; not ours to fix.
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning",
-                                        "ignore::UserWarning")
+pytestmark = [pytest.mark.slow,  # TRL's trainers train
+              pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning", "ignore::UserWarning")]
 
 PROMPTS = ["This movie was", "I rented", "The acting in this film", "A"]  # 1 to 5 tokens: batches get left padding
 

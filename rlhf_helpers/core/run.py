@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, budget_of, load_checkpoint, resume_settings, save_checkpoint
 from .distributed import agree, shard_plan
+from .errors import NonFiniteLossError
 from .lock import run_lock
 from .precision import resolve_mixed_precision
 from .signals import StopRequest, stop_on_signals
@@ -273,6 +274,6 @@ class ResumableRun:
         good checkpoint and the way out."""
         _, _, bad = agree(self.accelerator, seconds=0.0, bad=not finite)
         if bad:
-            raise FloatingPointError(f"{what} is not finite at step {self.state['step']} (on at least one process); "
+            raise NonFiniteLossError(f"{what} is not finite at step {self.state['step']} (on at least one process); "
                                      f"the last good checkpoint is in {self.checkpoint_dir} (lower the learning "
                                      "rate, then run the same command again).")

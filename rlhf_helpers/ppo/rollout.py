@@ -17,6 +17,7 @@ import torch
 from ..config import PPOConfig
 from ..core.distributed import Shard, shard_seed
 from ..core.reward_fn import reward_scores
+from ..core.errors import NonFiniteLossError
 from ..core.run import batch_indices
 from ..core.run_card import Timer
 from ..policy.generation import sample_responses
@@ -99,7 +100,8 @@ def collect_rollout(policy, reference, tokenizer, reward_fn, prompts, kl_coef: f
         texts = [q + r for q, r in zip(out.prompts, responses)]
         raw = reward_scores(reward_fn(texts), len(texts), where=f"at step {step}").to(device)
         if not torch.isfinite(raw).all():
-            raise FloatingPointError(f"The reward function returned non-finite scores at step {step}.")
+            raise NonFiniteLossError(f"The reward function returned non-finite scores at step {step}: the last good "
+                                     "checkpoint is kept; check the reward function, then run the same command again.")
         scores = raw.clone()
         if config.missing_eos_penalty is not None:
             has_eos = ((response_ids == tokenizer.eos_token_id) & response_mask.bool()).any(1)

@@ -46,6 +46,7 @@ from ..config import PPOConfig, data_settings_of
 from ..core.distributed import (
     Shard, agree, mean_over_processes, refuse_sharded_parameters, shard_seed, sum_over_processes,
 )
+from ..core.errors import NonFiniteLossError
 from ..core.lock import run_lock
 from ..core.precision import resolve_mixed_precision
 from ..core.run import ResumableRun, finished_run_card
@@ -130,7 +131,9 @@ def ppo_update(policy, optimizer, accelerator, rollouts: Rollout | list[Rollout]
             # one decision for all processes: a NaN or a runaway ratio on any shard skips / stops everywhere
             _, too_far, bad = agree(accelerator, seconds=0.0, stop=too_far, bad=not finite)
             if bad:
-                raise FloatingPointError(f"PPO loss is not finite at step {step} (on at least one process).")
+                raise NonFiniteLossError(f"PPO loss is not finite at step {step} (on at least one process). The last "
+                                         "good checkpoint is kept: lower the learning rate (or check the reward "
+                                         "function's scores), then run the same command again.")
             if too_far:
                 skipped += 1
                 optimizer.zero_grad(set_to_none=True)

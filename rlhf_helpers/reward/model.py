@@ -40,7 +40,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
 
-from ..core.errors import BadTypeError, BadValueError, DamagedFileError, MissingError, NotADirectoryRefusal
+from ..core.errors import (
+    BadTypeError, BadValueError, DamagedFileError, MissingError, NonFiniteLossError, NotADirectoryRefusal,
+)
 from ..sources import resolve_source
 from ..core.precision import autocast
 from ..core.tensors import last_token_index, position_ids_from_mask, right_pad
@@ -337,7 +339,7 @@ class RewardScorer:
             raw = self.model(input_ids.to(device), attention_mask.to(device)).float()
         bad = (~torch.isfinite(raw)).nonzero().flatten().tolist()
         if bad:
-            raise FloatingPointError(f"The reward model returned NaN/inf for row(s) {bad[:10]}: the weights may be "
+            raise NonFiniteLossError(f"The reward model returned NaN/inf for row(s) {bad[:10]}: the weights may be "
                                      "corrupt (reload them) or the inputs hold invalid token ids.")
         return self.model.normalise(raw).cpu() if normalise else raw.cpu()
 
