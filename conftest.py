@@ -13,6 +13,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RLHF_CI", "1")  # notebooks read this to shrink live-training demos
 os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would make cell outputs vary
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("RLHF_ADAPT_THREADS", "0")  # the same thread count in runs that tests compare bit for bit
 
 
 def pytest_collection_modifyitems(config, items):

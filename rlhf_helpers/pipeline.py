@@ -35,6 +35,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 from huggingface_hub import constants, try_to_load_from_cache
 from transformers import GPT2LMHeadModel
 
@@ -46,6 +47,7 @@ from .core.errors import BadValueError, DamagedFileError, MissingError, Unavaila
 from .core.files import OutputLocationError, check_writable_dir
 from .core.lock import check_not_locked, run_lock
 from .core.run import finished_run_card
+from .core.threads import ThreadGovernor
 from .core.run_card import read_run_card, write_run_card
 from .data import FILTERED_ROWS, build_dataset, load_imdb, load_imdb_splits
 from .data.imdb import HUB_DATASET_ID, IMDB_TRAIN_ROWS, hub_is_offline
@@ -227,6 +229,8 @@ def guarded_stage(config: CourseConfig, stage: str, output_dir=None, export_to=N
     """`preflight`, then the output directory's lock held for the whole stage (taken before any model loads);
     yields the output directory."""
     out = preflight(config, stage, output_dir, export_to)
+    if not torch.cuda.is_available():
+        ThreadGovernor()  # CPU threads from the cores other processes leave free (the training loops look again)
     if not lock:
         yield out
         return

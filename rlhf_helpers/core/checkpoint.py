@@ -30,8 +30,9 @@ from safetensors import safe_open
 from .errors import CourseError, DiskFullError
 
 STATE_FILE = "trainer_state.json"
-BUDGET_FIELDS = ("max_steps", "max_minutes", "checkpoint_every", "eval_every", "log_every")
-"""Config fields a resumed run may change freely: how long to train and how often to save, evaluate and log."""
+BUDGET_FIELDS = ("max_steps", "max_minutes", "checkpoint_every", "eval_every", "log_every", "threads")
+"""Config fields a resumed run may change freely: how long to train, how often to save, evaluate and log, and the
+CPU threads (they change speed, not what is computed beyond float rounding)."""
 
 
 class CheckpointError(CourseError, RuntimeError):

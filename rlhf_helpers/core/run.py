@@ -14,6 +14,8 @@ engine owns the rest, the same way for every stage:
   checkpoint writes are not counted), ``history``, the ``settings`` and ``budget`` a resume is compared with;
 * **the budgets**: ``max_steps``, and ``max_minutes`` checked after every step on the main process's clock,
   agreed by all processes (`agree`) so that every process leaves after the same step;
+* **the CPU threads**: as many as the cores other processes leave free, looked at again as the run goes
+  (`rlhf_helpers.core.threads`), so that a busy machine slows a run as little as it can;
 * **the checkpoint**: resume (settings compared, `rlhf_helpers.core.checkpoint`), every ``checkpoint_every``
   steps and at the end;
 * **faults**: the output directory's lock (`rlhf_helpers.core.lock`), SIGINT / SIGTERM ending the run after the
@@ -42,6 +44,7 @@ from .errors import NonFiniteLossError
 from .lock import run_lock
 from .precision import resolve_mixed_precision
 from .signals import StopRequest, stop_on_signals
+from .threads import ThreadGovernor
 
 STATE_VERSION = 2
 """Version of the state layout in ``trainer_state.json``. 2: one layout for every loop (``train_seconds``);
@@ -142,6 +145,9 @@ class ResumableRun:
         # (Huang et al. 2023, "The N Implementation Details of RLHF with PPO": seeds per process)
         set_seed(config.seed + self.accelerator.process_index)
         self.extra_state = extra_state
+        # CPU threads from the cores the machine's other processes leave free (`core.threads`); not on a GPU
+        self.threads = ThreadGovernor(getattr(config, "threads", None)) if self.accelerator.device.type == "cpu" \
+            else None
         settings = resume_settings(config)
         if data_settings:  # what shapes the data (the filter, the split, the prompts): a resume must share it too
             settings["data"] = json.loads(json.dumps(data_settings, default=str))
@@ -233,6 +239,8 @@ class ResumableRun:
             while state["step"] < config.max_steps:
                 result = self.step(work)
                 steps_here += 1
+                if self.threads is not None:
+                    self.threads.adjust()
                 self.bar.update(1)
                 if postfix is not None:
                     self.bar.set_postfix(postfix(result))

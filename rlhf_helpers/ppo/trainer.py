@@ -261,7 +261,8 @@ class PPOTrainer:
         self.kl_controller.update(stats["kl"], self.config.batch_size)
         seconds = time.perf_counter() - started
         phases = {f"time_{k}": self.timer.totals[k] - before.get(k, 0.0) for k in self.timer.totals}
-        stats.update(step=step + 1, seconds=seconds, episodes_per_second=self.config.batch_size / seconds,
+        stats.update(step=step + 1, seconds=seconds, threads=torch.get_num_threads(),
+                     episodes_per_second=self.config.batch_size / seconds,
                      learning_rate=self.scheduler.get_last_lr()[0], **phases)
         stats["samples"] = [q + r for q, r in zip(rollouts[0].queries[:3], rollouts[0].responses[:3])]
         self.state["history"].append(stats)
