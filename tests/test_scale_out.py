@@ -119,11 +119,26 @@ def test_the_shipped_accelerate_configs_load():
 
     root = Path(__file__).parent.parent / "accelerate_configs"
     expected = {"one_gpu.yaml": ("NO", 1), "eight_gpus_ddp.yaml": ("MULTI_GPU", 8),
-                "deepspeed_zero2.yaml": ("DEEPSPEED", 8), "two_machines.yaml": ("MULTI_GPU", 16)}
+                "two_machines.yaml": ("MULTI_GPU", 16)}
     assert sorted(p.name for p in root.glob("*.yaml")) == sorted(expected)
     for name, (kind, processes) in expected.items():
         config = load_config_from_file(str(root / name))
         assert (config.distributed_type.value, config.num_processes) == (kind, processes), name
+
+
+def test_fsdp_and_deepspeed_are_refused_before_training():
+    """The loops accumulate, skip and clip themselves, which DeepSpeed's engine would do its own way: refused with
+    the configs that work, before any training."""
+    from types import SimpleNamespace
+
+    from rlhf_helpers.core.distributed import refuse_sharded_parameters
+    from rlhf_helpers.core.errors import CourseError
+
+    for state in (SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=2), fsdp_plugin=None),
+                  SimpleNamespace(deepspeed_plugin=None, fsdp_plugin=object())):
+        with pytest.raises(CourseError, match="not supported .* Use DDP"):
+            refuse_sharded_parameters(SimpleNamespace(state=state))
+    refuse_sharded_parameters(SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=None, fsdp_plugin=None)))
 
 
 def test_a_batch_that_does_not_split_is_refused_with_the_fields_to_change():

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import CourseError
+from .errors import BadValueError, CourseError
 
 
 def is_main_process() -> bool:
@@ -171,14 +171,19 @@ def sum_over_processes(accelerator, tensor: torch.Tensor) -> torch.Tensor:
 
 
 def refuse_sharded_parameters(accelerator) -> None:
-    """Stop before training under FSDP or DeepSpeed ZeRO-3, which this course's PPO does not support.
+    """Stop before training under FSDP or DeepSpeed, which this course's loops do not support (yet).
 
-    Rollouts sample from ``accelerator.unwrap_model(policy)``, which needs every parameter on every process:
-    true for DDP and ZeRO-1/2 (they shard gradients and optimiser state, not weights), not for FSDP / ZeRO-3.
+    FSDP and ZeRO-3 shard the weights, but rollouts sample from ``accelerator.unwrap_model(policy)``, which needs
+    every parameter on every process. ZeRO-1/2 keep the weights whole, but under DeepSpeed ``accelerator.backward``
+    steps the engine at every backward pass, so the loops' own micro-batch accumulation, ratio-threshold skip,
+    NaN check and gradient clipping would not run as they do under DDP; and ``prepare`` without a DataLoader
+    leaves DeepSpeed's ``train_micro_batch_size_per_gpu`` unset. DDP runs every loop as written.
     """
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    stage = plugin.zero_stage if plugin is not None else None
-    if getattr(accelerator.state, "fsdp_plugin", None) is not None or stage == 3:
-        what = "FSDP" if stage != 3 else "DeepSpeed ZeRO-3"
-        raise ValueError(f"PPO here samples from the whole policy on every process, which {what} shards. Use DDP "
-                         "or DeepSpeed ZeRO-2 (accelerate_configs/deepspeed_zero2.yaml); a GPT-2 fits on one GPU.")
+    if getattr(accelerator.state, "fsdp_plugin", None) is not None or plugin is not None:
+        what = "FSDP" if plugin is None else f"DeepSpeed (ZeRO-{plugin.zero_stage})"
+        raise BadValueError(f"{what} is not supported by this course's training loops: they accumulate micro-batches, "
+                            "skip runaway updates and clip gradients themselves, and PPO samples from the whole "
+                            "policy on every process. Use DDP (accelerate_configs/one_gpu.yaml, "
+                            "eight_gpus_ddp.yaml, two_machines.yaml); a 124 M GPT-2 with its reference and reward "
+                            "model fits on one GPU.")

@@ -39,7 +39,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, budget_of, load_checkpoint, resume_settings, save_checkpoint
-from .distributed import agree, shard_plan
+from .distributed import agree, refuse_sharded_parameters, shard_plan
 from .errors import NonFiniteLossError
 from .lock import run_lock
 from .precision import resolve_mixed_precision
@@ -138,6 +138,7 @@ class ResumableRun:
         self.checkpoint_dir = self.output_dir / "checkpoint"
         self.mixed_precision = resolve_mixed_precision(mixed_precision or config.mixed_precision)
         self.accelerator = Accelerator(mixed_precision=self.mixed_precision)
+        refuse_sharded_parameters(self.accelerator)  # FSDP / DeepSpeed: refused before any training
         # which shards of every step's batch this process runs (a clear error if they cannot be equal)
         self.plan = shard_plan(self.accelerator, batch_rows, config.micro_batch_size, where=batch_field,
                                micro_flag=config.flag("micro_batch_size"))

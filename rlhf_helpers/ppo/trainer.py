@@ -44,7 +44,7 @@ import torch
 
 from ..config import PPOConfig, data_settings_of
 from ..core.distributed import (
-    Shard, agree, mean_over_processes, refuse_sharded_parameters, shard_seed, sum_over_processes,
+    Shard, agree, mean_over_processes, shard_seed, sum_over_processes,
 )
 from ..core.errors import NonFiniteLossError
 from ..core.lock import run_lock
@@ -197,7 +197,6 @@ class PPOTrainer:
                                 data_settings=data_settings_of(self.run_config))
         self.accelerator, self.mixed_precision = self.run.accelerator, self.run.mixed_precision
         self.output_dir, self.checkpoint_dir = self.run.output_dir, self.run.checkpoint_dir
-        refuse_sharded_parameters(self.accelerator)
         # fused: one kernel per parameter group instead of a dozen elementwise passes per tensor (fast path)
         fused = {"fused": True} if config.fast_path else {}
         optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, **fused)
