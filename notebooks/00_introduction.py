@@ -17,7 +17,9 @@
 # # 00 · Introduction to RLHF
 #
 # In this course a small GPT-2 first learns to write movie reviews from IMDb, then learns, from a reward
-# model and with PPO, to write *positive* ones without forgetting how to write. This notebook trains
+# model and with PPO, to write *positive* ones while a KL leash keeps it close to how it wrote before. The default
+# 5 M-parameter model's reviews are locally fluent, globally incoherent (word to word they read like IMDb; as a
+# whole they say little); the `gpt2` profile runs the same course on the real 124 M GPT-2. This notebook trains
 # nothing. It covers why RLHF exists, what the course builds, the equations every later notebook
 # implements, and a map of the notebooks.
 #
@@ -212,7 +214,8 @@ print(f"{'parameters':<24}{count_parameters(tiny):>12,}{count_parameters(gpt2):>
 # $y_w$ is the preferred ("chosen") response, $y_l$ the rejected one, and $\sigma$ the logistic function
 # (Bradley & Terry 1952). Training is logistic regression on score differences. Because only differences
 # enter, adding a constant to every reward changes nothing. The offset of $r_\phi$ is therefore
-# arbitrary, and implementations normalise the scores before PPO (Huang et al., detail 5).
+# arbitrary, and implementations normalise the scores before PPO (Huang et al., 2023, *The N Implementation Details
+# of RLHF with PPO*, section "Reward model implementation details", on reward normalisation).
 #
 # ### 4.4 PPO's clipped surrogate
 #
@@ -296,6 +299,21 @@ def my_optimal_policy(pi_ref, reward, beta):
 
 # %% tags=["nbval-check-output"]
 exercises.check_optimal_policy(my_optimal_policy)
+
+# %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_optimal_policy` names each of these when your function makes it:
+#
+# - the weights π_ref·exp(r/β) are not divided by Z (they do not sum to 1)
+# - the exponent is −r/β (probability moves towards the low rewards)
+# - the reward is multiplied by β instead of divided
+# - the reference is left out (softmax(r/β) alone)
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
 
 # %% [markdown]
 # From here on the notebook uses the package's `rlhf_helpers.intro.optimal_policy`, which your function now matches.

@@ -234,6 +234,21 @@ def sample_lengths(low, high, n, seed):
 exercises.check_sample_lengths(sample_lengths)
 
 # %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_sample_lengths` names each of these when your function makes it:
+#
+# - values outside low..high, or `low − 1` / `high + 1` returned
+# - `high` excluded (numpy's `integers(low, high)`)
+# - a fresh unseeded generator (two calls with the same seed differ)
+# - in range, but not the package's draws (another generator or draw order)
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
+
+# %% [markdown]
 # Ten thousand of your draws next to the package's sampler — the same numbers, and 8 is among them:
 
 # %%
@@ -288,6 +303,26 @@ def build_prompts(reviews, tokenizer, clean, min_chars, low, high, seed):
 
 # %% tags=["nbval-check-output"]
 exercises.check_build_prompts(build_prompts, tokenizer)
+
+# %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_build_prompts` names each of these when your function makes it:
+#
+# - a review of exactly `min_chars` characters kept (>= instead of >)
+# - the prompts not cut to n tokens
+# - the review cut to n characters instead of n tokens
+# - the reviews not cleaned (`<br />` tags left in)
+# - the upper bound `high` excluded
+# - lengths drawn for every review, before the filter
+# - one length for every prompt
+# - rows dropped or reordered; labels not following their reviews
+# - the query not `tokenizer.decode(input_ids)`
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
 
 # %% [markdown]
 # Now on IMDb itself (the first few thousand reviews when the tests run this notebook; all of them for you):

@@ -22,7 +22,7 @@
 #
 # 1. the language-modelling objective, perplexity, and the next-token loss written by you (exercise 2.1);
 # 2. a short **live training from scratch** (2–3 minutes on a 2-core CPU with bf16 instructions,
-#    up to 8 without; the cell prints its own time), with its loss curve and a resumed
+#    over 8 without — 499 s in the run recorded here; the cell prints its own time), with its loss curve and a resumed
 #    interruption;
 # 3. the **shipped checkpoint**: a 4-layer GPT-2 trained by this course's own command, its perplexity on
 #    held-out reviews against a random model, and samples;
@@ -117,6 +117,23 @@ def next_token_loss(logits, input_ids):
 exercises.check_next_token_loss(next_token_loss)
 
 # %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_next_token_loss` names each of these when your function makes it:
+#
+# - no shift (logits[:, t] compared with token t)
+# - shifted the wrong way round
+# - the sign flipped (the log-likelihood)
+# - the sum over tokens instead of the mean
+# - the perplexity exp(loss) returned
+# - no gradient (`.item()`, `.detach()`, numpy)
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
+
+# %% [markdown]
 # **Packing.** Reviews are cleaned, tokenized, joined with `<|endoftext|>` between them and cut into blocks of
 # 256 tokens, so no computation is spent on padding; the model learns where a review ends from the separator.
 # The live training below needs only the first few thousand blocks; the shipped model trained on all of IMDb's
@@ -144,8 +161,8 @@ print(repr(tokenizer.decode(train_blocks[0, :40])))
 #
 # Here it runs for a short budget; the shipped model trained far longer (its run card, read here, says how long).
 # To show resuming, the run is "killed" half-way and restarted from its checkpoint. **The training cell takes
-# 2–3 minutes** on a 2-core CPU with bf16 instructions (AVX512-BF16 or AMX), and up to 8 on one without, as in the
-# run recorded here (a progress bar shows where it is; the last line prints the time). Nothing after this section uses the model it
+# 2–3 minutes** on a 2-core CPU with bf16 instructions (AVX512-BF16 or AMX), and over 8 on one without: the run
+# recorded here took 499 s (a progress bar shows where it is; the last line prints the time). Nothing after this section uses the model it
 # trains: sections 3 and 4 load the shipped policy, so you may skip this cell.
 
 # %%
@@ -297,6 +314,25 @@ def top_k_filter(logits, k):
 exercises.check_top_k_filter(top_k_filter)
 
 # %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_top_k_filter` names each of these when your function makes it:
+#
+# - removed tokens set to 0 instead of −inf
+# - one token too many per row (the (k+1)-th kept)
+# - one token too few per row (`<=` instead of `<`)
+# - probabilities returned instead of logits
+# - the mask inverted (the k best removed)
+# - a tie at the k-th value broken by position
+# - `k = 0` not treated as 'no filtering'
+# - the input logits changed in place
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
+
+# %% [markdown]
 # ### Exercise 2.3 — `top_p_filter`
 # **Difficulty** ●●●○○ · **Importance** ●●●○○ · about 15 minutes
 #
@@ -333,6 +369,23 @@ def top_p_filter(logits, p):
 exercises.check_top_p_filter(top_p_filter)
 
 # %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_top_p_filter` names each of these when your function makes it:
+#
+# - removed tokens set to 0 instead of −inf
+# - the token that crosses p dropped
+# - the cumulative sum in vocabulary order (not sorted)
+# - sorted from the least likely token up
+# - logits accumulated instead of probabilities
+# - the input logits changed in place
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
+
+# %% [markdown]
 # What the filters do to a real distribution: the shipped policy's next-token logits after a prompt. From here on
 # the notebook uses the package's `filter_logits` (inside `generate`), which your two functions now match.
 
@@ -352,8 +405,9 @@ assert torch.equal(top_p_filter(next_logits, 0.9), filter_logits(next_logits, to
 assert torch.equal(top_k_filter(next_logits, 50), filter_logits(next_logits, top_k=50))
 
 # %% [markdown]
-# Now whole samples: the seed's prompt and a few others. The tiny 5 M-parameter policy writes **half-grammatical**
-# reviews — IMDb is all it has ever read; the `gpt2` profile (section 5) runs the same cells with the real 124 M GPT-2.
+# Now whole samples: the seed's prompt and a few others. The tiny 5 M-parameter policy writes reviews that are
+# **locally fluent, globally incoherent** — IMDb is all it has ever read; the `gpt2` profile (section 5) runs the
+# same cells with the real 124 M GPT-2.
 # Beside each sample: its **reward** (notebook 03's shipped reward model, normalised so that 0 is a typical sample of
 # this policy) and its **VADER** compound score (Hutto & Gilbert, 2014: a rule-based sentiment lexicon, −1 … +1, one of
 # the course's independent judges). The `|` marks where the prompt ends.

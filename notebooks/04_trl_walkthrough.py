@@ -24,8 +24,9 @@
 #
 # **Learning objectives.** After this notebook you can
 # 1. read a trainer's source with `inspect` and pin each formula to the lines of the installed TRL;
-# 2. write GRPO's group-normalised advantages, TRL's k3 KL estimate and RLOO's leave-one-out baseline yourself
-#    (exercises 4.1–4.3), and check each against TRL's own code;
+# 2. write GRPO's group-normalised advantages, GRPO's loss (the clipped term plus β·k3, with the `"grpo"` and `"dapo"`
+#    normalisations) and RLOO's leave-one-out baseline yourself (exercises 4.1–4.3), and check each against TRL's
+#    own code;
 # 3. say how GRPO and RLOO differ from PPO: the advantage estimate, where the KL enters, what counts as one action;
 # 4. name the two things to know before running TRL on GPT-2 (a reference model loaded from a path; position ids
 #    under left padding);
@@ -33,14 +34,15 @@
 #
 # **Prerequisites:** notebooks 02 and 03 (the SFT policy and the reward model). PPO's clipped loss appears here as a
 # formula; notebook 05 derives it.
-# **Time:** about 40 minutes with the exercises; running every cell takes well under a minute on 2 CPU cores.
+# **Time:** about 55 minutes with the exercises (their budgets add up to 40); running every cell takes well under a
+# minute on 2 CPU cores.
 # **Takes from earlier notebooks:** the shipped SFT policy (02), the shipped reward model (03), our prompts (01).
 #
 # The six sections:
 #
 # 1. **`RewardTrainer`**: the reward model's loss, Bradley–Terry plus an optional centring term.
-# 2. **`GRPOTrainer`**: group-normalised advantages (exercise 4.1), PPO's clipped ratio, and a k3 KL term in the loss
-#    (exercise 4.2).
+# 2. **`GRPOTrainer`**: group-normalised advantages (exercise 4.1), and the loss, PPO's clipped ratio plus a k3 KL
+#    term per token (exercise 4.2).
 # 3. **`RLOOTrainer`**: the leave-one-out baseline (exercise 4.3) and the KL inside the reward.
 # 4. **Two details to know** before running TRL on GPT-2.
 # 5. **TRL's history**, told from its pull requests.
@@ -197,15 +199,10 @@ print("without centring, TRL's loss is our bradley_terry_loss")
 #
 # $$\hat A_i = \frac{r_i - \mathrm{mean}(r_1..r_G)}{\mathrm{std}(r_1..r_G) + 10^{-4}}.$$
 
-# %%
-excerpt(trl.GRPOTrainer._generate_and_score_completions,
-        "mean_grouped_rewards = torch.nanmean(rewards.view(-1, num_generations), dim=1)",
-        "advantages = advantages / (std_rewards + 1e-4)")
-
 # %% [markdown]
-# `rewards.view(-1, num_generations)` makes one row per prompt, so the $G$ completions of a prompt must sit next to
-# each other in the batch. TRL's sampler guarantees it: it repeats each prompt index $G$ times in a row
-# (`RepeatSampler`, here without shuffling so the layout is plain to see):
+# TRL computes this with `rewards.view(-1, num_generations)`, one row per prompt, so the $G$ completions of a prompt
+# must sit next to each other in the batch. TRL's sampler guarantees it: it repeats each prompt index $G$ times in a
+# row (`RepeatSampler`, here without shuffling so the layout is plain to see):
 
 # %% tags=["nbval-check-output"]
 print(list(RepeatSampler(["prompt 0", "prompt 1", "prompt 2"], mini_repeat_count=3, batch_size=3, shuffle=False)))
@@ -214,14 +211,16 @@ print(list(RepeatSampler(["prompt 0", "prompt 1", "prompt 2"], mini_repeat_count
 # ### Exercise 4.1 — `group_normalised_advantages`
 # **Difficulty** ●●○○○ · **Importance** ●●●●○ · about 10 minutes
 #
-# Write the lines above (TRL's default, `scale_rewards="group"`). Input: `rewards` `[N * k]`, one reward per
-# completion, the k completions of each of the N prompts next to each other (the sampler's layout), and `k`. Output:
-# `[N * k]`, each reward centred on its own group's mean and divided by its group's standard deviation:
+# Write GRPO's advantage from the formula above (TRL's default, `scale_rewards="group"`). Input: `rewards` `[N * k]`,
+# one reward per completion, the k completions of each of the N prompts next to each other (the sampler's layout),
+# and `k`. Output: `[N * k]`, each reward centred on its own group's mean and divided by its group's standard
+# deviation:
 #
 # $$\hat A_i = \frac{r_i - \bar r_{g(i)}}{s_{g(i)} + 10^{-4}}, \qquad s_g = \sqrt{\tfrac{1}{k-1}\textstyle\sum_{j \in g}
-# (r_j - \bar r_g)^2}\ \text{(unbiased, as TRL's `nanstd`)}.$$
+# (r_j - \bar r_g)^2}\ \text{(unbiased)}.$$
 #
 # *Hint:* `rewards.view(-1, k)` has one row per prompt; `keepdim=True` keeps the row statistics broadcastable.
+# TRL's own lines are printed after the check.
 
 # %%
 def group_normalised_advantages(rewards, k):
@@ -237,53 +236,138 @@ def group_normalised_advantages(rewards, k):
 exercises.check_group_normalised_advantages(group_normalised_advantages)
 
 # %% [markdown]
-# The loss is PPO's clipped surrogate (Schulman et al., 2017), token by token, with the ratio
-# $\pi_\theta / \pi_{\text{old}}$ and the completion's advantage at each of its tokens (`coef_1` is the ratio,
-# `coef_2` the clipped ratio):
-
-# %%
-excerpt(trl.GRPOTrainer._compute_loss, 'elif self.loss_type in ["grpo", "bnpo", "dr_grpo", "dapo", "luspo"]:',
-        "per_token_loss = -torch.min(per_token_loss1, per_token_loss2)")
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_group_normalised_advantages` names each of these when your function makes it:
+#
+# - the group's mean but the whole batch's std
+# - normalised over the whole batch
+# - the biased std (divided by k)
+# - centred but not divided by the std (Dr. GRPO)
+# - groups read the wrong way (`view(k, -1)`)
+# - divided by the std without TRL's + 1e-4
+# - an epsilon of 1e-8 instead of 1e-4
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
 
 # %% [markdown]
-# The KL to the reference is not in the reward, as in PPO-RLHF, but **added to the loss** at every token, with
-# Schulman's k3 estimator (`rlhf_helpers.ppo.kl` explains k1 and k3):
-#
-# $$k_3 = \frac{\pi_{\text{ref}}}{\pi_\theta} - \log\frac{\pi_{\text{ref}}}{\pi_\theta} - 1 \;\ge 0.$$
+# **TRL's lines, once your check passes** (the output is collapsed: expand it). They are cut out of the installed
+# `GRPOTrainer._generate_and_score_completions`; TRL's `nanstd` is the unbiased standard deviation that ignores NaN:
 
-# %%
-excerpt(trl.GRPOTrainer._compute_loss, "# Compute the KL divergence between the model and the reference model",
-        "per_token_kl = per_token_kl * coef_1")
-excerpt(trl.GRPOTrainer._compute_loss, "per_token_loss = per_token_loss + self.beta * per_token_kl")
+# %% jupyter={"outputs_hidden": true}
+excerpt(trl.GRPOTrainer._generate_and_score_completions,
+        "mean_grouped_rewards = torch.nanmean(rewards.view(-1, num_generations), dim=1)",
+        "advantages = advantages / (std_rewards + 1e-4)")
 
 # %% [markdown]
-# ### Exercise 4.2 — `k3_kl`
-# **Difficulty** ●○○○○ · **Importance** ●●●●○ · about 5 minutes
+# ### GRPO's loss
 #
-# Write TRL's `per_token_kl`. Inputs: `logprobs` and `ref_logprobs` `[B, T]`, the log-probs of the sampled tokens
-# under the policy $\pi_\theta$ (which sampled them) and under the reference. Output: `[B, T]`, per token,
+# The loss is PPO's clipped surrogate (Schulman et al., 2017, *Proximal Policy Optimization Algorithms*, section 3)
+# token by token, with the completion's advantage $\hat A_i$ at each of its tokens, and the KL to the reference is
+# not in the reward, as in PPO-RLHF, but **added to the loss** at every token, with Schulman's k3 estimator
+# (`rlhf_helpers.ppo.kl` explains k1 and k3). For token $t$ of completion $i$, with the ratio
+# $\rho_{i,t} = \pi_\theta(y_{i,t}) / \pi_{\text{old}}(y_{i,t})$ to the policy that sampled it:
 #
-# $$k_3 = r - \log r - 1, \qquad \log r = \log\pi_{\text{ref}}(y_t) - \log\pi_\theta(y_t).$$
+# $$\ell_{i,t} = -\min\big(\rho_{i,t}\hat A_i,\ \mathrm{clip}(\rho_{i,t}, 1-\varepsilon, 1+\varepsilon)\,\hat A_i\big)
+# + \beta\, k_{3,i,t}\,\rho_{i,t}, \qquad k_3 = \frac{\pi_{\text{ref}}}{\pi_\theta} - \log\frac{\pi_{\text{ref}}}{\pi_\theta}
+# - 1 \;\ge 0.$$
 #
-# *Hint:* mind the direction of the log-ratio: the tokens come from $\pi_\theta$, so $r = \pi_{\text{ref}} / \pi_\theta$;
-# the estimate is never negative and 0 where the two models agree.
+# The factor $\rho_{i,t}$ on the KL term is TRL 1.16's default `use_bias_correction_kl=True` (its documentation
+# attributes it to the DeepSeek-V3.2 report): the tokens were sampled by $\pi_{\text{old}}$, and reweighting k3 by
+# $\rho$ makes it estimate the *current* policy's KL. On the first pass over a batch $\rho = 1$ in value, but its
+# gradient is not zero.
+#
+# How the per-token losses of a batch of completions $o_1..o_G$ become one number is `loss_type`:
+#
+# * `"grpo"` (DeepSeekMath, section 4.1, equation 3): the mean over each completion's tokens, then over completions,
+#   $\frac{1}{G}\sum_i \frac{1}{|o_i|}\sum_t \ell_{i,t}$ — a token of a short completion weighs more than one of a
+#   long completion;
+# * `"dapo"`, TRL 1.16's default (Yu et al., 2025, *DAPO: An Open-Source LLM Reinforcement Learning System at Scale*,
+#   section 3.3, the token-level policy gradient loss): the sum over every token of the batch divided by their number,
+#   $\sum_i\sum_t \ell_{i,t} / \sum_i |o_i|$ — every token weighs the same. (TRL divides by `num_items_in_batch`, the
+#   tokens of the whole generation batch; here one batch is the whole generation batch.)
+
+# %% [markdown]
+# ### Exercise 4.2 — `grpo_loss`
+# **Difficulty** ●●●○○ · **Importance** ●●●●● · about 20 minutes
+#
+# Write GRPO's loss as TRL 1.16 computes it. Inputs: `logprobs`, `old_logprobs`, `ref_logprobs` `[B, T]`, the
+# log-probs of the sampled completion tokens under the policy being trained, the policy that sampled them, and the
+# reference; `advantages` `[B]`, one per completion (from exercise 4.1); `mask` `[B, T]`, 1 on real tokens (the
+# padding holds junk); `beta`; `epsilon` (the clip range, the same on both sides); `loss_type`, `"grpo"` or `"dapo"`.
+# Output: the loss, a 0-d tensor whose gradient with respect to `logprobs` the check compares too.
+#
+# *Hints:* `advantages[:, None]` puts a completion's advantage on each of its tokens; k3's log-ratio is
+# $\log\pi_{\text{ref}} - \log\pi_\theta$ (the tokens come from $\pi_\theta$'s side); compute $\rho$ from `logprobs`
+# itself, so that the KL term's factor carries gradient; TRL's lines are printed after the check.
 
 # %%
-def k3_kl(logprobs, ref_logprobs):
-    """Schulman's k3 estimate of KL(pi_theta || pi_ref) per token: [B, T] log-probs -> [B, T]."""
+def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, beta, epsilon, loss_type):
+    """GRPO's loss: per token -min(rho A, clip(rho) A) + beta k3 rho; reduced by loss_type ("grpo" or "dapo")."""
     ### BEGIN SOLUTION
-    log_ratio = ref_logprobs - logprobs  # log(pi_ref / pi_theta)
-    return torch.exp(log_ratio) - log_ratio - 1
+    ratio = torch.exp(logprobs - old_logprobs)  # pi_theta / pi_old
+    a = advantages[:, None]  # the completion's advantage at each of its tokens
+    per_token = -torch.min(ratio * a, torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * a)
+    log_r = ref_logprobs - logprobs  # log(pi_ref / pi_theta)
+    per_token = per_token + beta * (torch.exp(log_r) - log_r - 1) * ratio  # k3, times rho (bias correction)
+    mask = mask.to(per_token.dtype)
+    if loss_type == "grpo":  # per completion, then over completions
+        return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+    return (per_token * mask).sum() / mask.sum().clamp(min=1.0)  # "dapo": every token of the batch alike
     ### END SOLUTION
 
 
 # %% tags=["nbval-check-output"]
-exercises.check_k3_kl(k3_kl)
+exercises.check_grpo_loss(grpo_loss)
 
 # %% [markdown]
-# The check's reference is our `rlhf_helpers.ppo.kl.kl_penalty(logprobs, ref_logprobs, "k3")` (policy first, reference
-# second; it writes `exp(x) - 1` as `torch.expm1(x)`, which is exact for tiny log-ratios). Is that TRL's formula?
-# Take TRL's own expression out of the installed source and evaluate it on a tensor:
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_grpo_loss` names each of these when your function makes it:
+#
+# - k1 instead of k3 in the KL term
+# - k3's log-ratio the wrong way round
+# - k2 instead of k3
+# - k3 without its − 1
+# - the KL term not multiplied by the ratio ρ (TRL's bias correction)
+# - the KL term with the wrong sign, missing, or not multiplied by β
+# - the min of the two loss terms instead of −min of the objective's
+# - the clipped objective not negated
+# - no clipping, or only the clipped term
+# - the ratio the wrong way round (π_old / π_θ)
+# - the `"dapo"` normalisation where `loss_type` is `"grpo"`
+# - the `"grpo"` normalisation where `loss_type` is `"dapo"`
+# - the padding counted in the mean
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
+
+# %% [markdown]
+# **TRL's lines, once your check passes** (collapsed: expand the output): the clipped term (`coef_1` is the ratio,
+# `coef_2` the clipped ratio), the k3 term with its bias correction, and the two normalisations, cut out of the
+# installed `GRPOTrainer._compute_loss`:
+
+# %% jupyter={"outputs_hidden": true}
+excerpt(trl.GRPOTrainer._compute_loss, 'elif self.loss_type in ["grpo", "bnpo", "dr_grpo", "dapo", "luspo"]:',
+        "per_token_loss = -torch.min(per_token_loss1, per_token_loss2)")
+excerpt(trl.GRPOTrainer._compute_loss, "# Compute the KL divergence between the model and the reference model",
+        "per_token_kl = per_token_kl * coef_1")
+excerpt(trl.GRPOTrainer._compute_loss, "per_token_loss = per_token_loss + self.beta * per_token_kl")
+excerpt(trl.GRPOTrainer._compute_loss, 'if self.loss_type in ["grpo", "sapo"]:',
+        "loss = ((per_token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()")
+excerpt(trl.GRPOTrainer._compute_loss, 'elif self.loss_type in ["cispo", "dapo", "vespo"]:',
+        "loss = (per_token_loss * mask).sum() / normalizer")
+
+# %% [markdown]
+# Is the k3 in your `grpo_loss` TRL's formula? Take TRL's own expression out of the installed source, evaluate it on a
+# tensor, and compare it with our `rlhf_helpers.ppo.kl.kl_penalty(logprobs, ref_logprobs, "k3")` (policy first,
+# reference second; it writes `exp(x) - 1` as `torch.expm1(x)`, exact for tiny log-ratios) and with your function
+# (advantages 0, ratio 1 and `"dapo"`: the loss is β times the mean k3):
 
 # %% tags=["nbval-check-output"]
 source = inspect.getsource(inspect.unwrap(trl.GRPOTrainer._compute_loss))
@@ -297,19 +381,19 @@ reference_logps = policy_logps + torch.randn(3, 5, generator=g)
 trl_k3 = eval(trl_expression, {"torch": torch},
               {"per_token_logps": policy_logps, "ref_per_token_logps": reference_logps})
 assert torch.allclose(trl_k3, kl_penalty(policy_logps, reference_logps, "k3"), atol=1e-6)
-assert torch.allclose(trl_k3, k3_kl(policy_logps, reference_logps), atol=1e-6)
-print("TRL's line, kl_penalty(..., 'k3') and your k3_kl agree on a [3, 5] tensor")
+yours = grpo_loss(policy_logps, policy_logps, reference_logps, torch.zeros(3), torch.ones(3, 5), 1.0, 0.2, "dapo")
+assert torch.allclose(trl_k3.mean(), yours, atol=1e-6)
+print("TRL's line, kl_penalty(..., 'k3') and the KL term of your grpo_loss agree on a [3, 5] tensor")
 
 # %% [markdown]
-# Three things in these lines are easy to miss:
+# Three defaults of TRL 1.16's `GRPOConfig` are easy to miss:
 #
-# * **`beta` defaults to 0.0** in TRL 1.16's `GRPOConfig`: out of the box there is no KL term and no reference
-#   model at all. RLHF on our task needs `beta > 0`.
-# * **`use_bias_correction_kl` defaults to True**: the k3 term is multiplied by the ratio $\pi_\theta/\pi_{\text{old}}$
-#   (`coef_1`), which TRL's documentation attributes to the DeepSeek-V3.2 report. On the first pass over a batch
-#   the ratio is exactly 1, so the *value* is plain k3; the ratio still changes the gradient.
-# * **`loss_type` defaults to `"dapo"`** (sum over all tokens of the batch divided by their number). The `"grpo"`
-#   average — per completion first, then over completions — is shown below.
+# * **`beta` defaults to 0.0**: out of the box there is no KL term and no reference model at all. RLHF on our task
+#   needs `beta > 0`.
+# * **`use_bias_correction_kl` defaults to True**: the factor $\rho$ on the k3 term of exercise 4.2 (`coef_1` in
+#   TRL's lines).
+# * **`loss_type` defaults to `"dapo"`** (every token of the batch weighs the same), not the `"grpo"` average of the
+#   DeepSeekMath paper.
 #
 # Now the check. We build a real `GRPOTrainer` on our SFT policy with `beta = 0.1` and call its `_compute_loss` on a
 # batch of two completions. The only thing we replace is the policy's forward pass
@@ -391,6 +475,21 @@ print(f"TRL GRPO loss {trl_loss:.6f} | our clipped_policy_loss {ours.item():.6f}
 assert abs(trl_loss - ours.item()) < 1e-6
 
 # %% [markdown]
+# Last, your `grpo_loss` against TRL's `_compute_loss` on the same inputs: the KL term on ($\beta = 0.1$), the policy
+# away from its old log-probs ($\rho \ne 1$), both normalisations. TRL reads the `"dapo"` denominator from
+# `num_items_in_batch`, the number of real completion tokens:
+
+# %% tags=["nbval-check-output"]
+same_inputs = {**batch, "advantages": advantages, "old_per_token_logps": logp - log_ratio, "num_items_in_batch": mask.sum()}
+for loss_type in ["grpo", "dapo"]:
+    grpo.loss_type = loss_type
+    trl_loss = grpo._compute_loss(grpo.model, dict(same_inputs)).item()
+    yours = grpo_loss(logp, logp - log_ratio, ref_logp, advantages, mask, grpo.beta, grpo.epsilon_low, loss_type).item()
+    print(f"loss_type={loss_type!r}: TRL {trl_loss:.6f} | your grpo_loss {yours:.6f}")
+    assert abs(trl_loss - yours) < 1e-6
+grpo.loss_type = "grpo"
+
+# %% [markdown]
 # So GRPO's loss *is* PPO's clipped loss — ours, from notebook 05 — with a different advantage (group-normalised
 # rewards instead of GAE on a value model) and the KL moved from the reward into the loss.
 #
@@ -430,6 +529,22 @@ def rloo_advantages(rewards, k):
 
 # %% tags=["nbval-check-output"]
 exercises.check_rloo_advantages(rloo_advantages)
+
+# %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_rloo_advantages` names each of these when your function makes it:
+#
+# - the baseline includes the sample itself (r − group mean)
+# - one left out of the whole batch instead of the group
+# - centred on the whole batch's mean
+# - the others' sum divided by k instead of k − 1
+# - groups read the wrong way (`view(k, -1)`)
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
 
 # %% [markdown]
 # The package's version is `rlhf_helpers.ppo.advantages.leave_one_out_advantages` (the check's reference): the same
@@ -594,7 +709,7 @@ excerpt(trl.GRPOTrainer._get_per_token_logps_and_entropies, "outputs = model(**m
 # | `PPOTrainer.loss` | clipped policy loss + clipped value loss | `ppo.losses.clipped_policy_loss`, `ppo.losses.clipped_value_loss` |
 # | `trl.core.entropy_from_logits` | entropy diagnostic | `ppo.losses.entropy_from_logits` |
 # | `RewardTrainer.compute_loss` (1.16) | Bradley–Terry (+ margin, + centring) | `reward.model.bradley_terry_loss`; training in `reward.training` / `reward.trl_twin` |
-# | `GRPOTrainer._compute_loss` (1.16) | clipped ratio + β·k3 | `ppo.losses.clipped_policy_loss` + `ppo.kl.kl_penalty(..., "k3")` |
+# | `GRPOTrainer._compute_loss` (1.16) | clipped ratio + β·k3·ρ, `"grpo"` / `"dapo"` normalisation | `ppo.losses.clipped_policy_loss` + `ppo.kl.kl_penalty(..., "k3")`; all of it: your `grpo_loss` (exercise 4.2) |
 # | `RLOOTrainer._generate_and_score_completions` (1.16) | score − β·Σk1, leave-one-out baseline | `ppo.kl.per_token_rewards(..., "k1")` summed, `ppo.advantages.leave_one_out_advantages` |
 #
 # Running these trainers on our task — our SFT policy, prompts and reward model, with the two details of section 4

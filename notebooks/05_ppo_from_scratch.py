@@ -122,8 +122,9 @@ print("response_mask[0]", response_mask[0].tolist())
 
 # %% [markdown]
 # The reward model reads the query **and** the response (the whole text) and returns one number, normalised to mean
-# 0 and std 1 on samples of the SFT policy (notebook 03). The tiny 5 M-parameter policy writes **half-grammatical**
-# text — IMDb is all it has read — so judge the scores, not the prose; the `gpt2` profile (`RLHF_PROFILE=gpt2`, a
+# 0 and std 1 on samples of the SFT policy (notebook 03). The tiny 5 M-parameter policy writes text that is
+# **locally fluent, globally incoherent** — IMDb is all it has read — so judge the scores, not the prose; the `gpt2`
+# profile (`RLHF_PROFILE=gpt2`, a
 # GPU helps) runs the same cells with the real 124 M GPT-2.
 
 # %%
@@ -166,6 +167,20 @@ def masked_mean(values, mask):
 exercises.check_masked_mean(masked_mean)
 
 # %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_masked_mean` names each of these when your function makes it:
+#
+# - averaged over every position, padding included
+# - the masked sum divided by B·T
+# - the mean of per-row means
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
+
+# %% [markdown]
 # ### Exercise 5.2 — `masked_whiten`
 # **Difficulty** ●●○○○ · **Importance** ●●●●○ · about 10 minutes
 #
@@ -192,6 +207,21 @@ def masked_whiten(values, mask):
 
 # %% tags=["nbval-check-output"]
 exercises.check_masked_whiten(masked_whiten)
+
+# %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_masked_whiten` names each of these when your function makes it:
+#
+# - whitened over the padding too
+# - padding set to 0 but still counted in the mean and std
+# - the padding not set to 0
+# - the biased std (divided by n)
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
 
 # %% [markdown]
 # ## 4. Log-probabilities and values
@@ -283,6 +313,24 @@ def per_token_rewards(scores, logprobs, ref_logprobs, mask, kl_coef):
 exercises.check_per_token_rewards(per_token_rewards)
 
 # %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_per_token_rewards` names each of these when your function makes it:
+#
+# - the score on the last column instead of the last real token
+# - the KL penalty's sign flipped
+# - the KL not multiplied by kl_coef
+# - a KL penalty charged on the padding
+# - the score added at every token
+# - the score on the first token
+# - k3 instead of k1
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
+
+# %% [markdown]
 # Now on our batch. Before any update the KL is exactly 0, so, to see the penalty, pretend the policy has moved a
 # little:
 
@@ -342,6 +390,27 @@ def compute_gae(rewards, values, mask, gamma=1.0, lam=0.95):
 
 # %% tags=["nbval-check-output"]
 exercises.check_compute_gae(compute_gae)
+
+# %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_compute_gae` names each of these when your function makes it:
+#
+# - rewards masked but values not: bootstrapping from padded values
+# - neither masked: bootstrapping from the padding
+# - λ missing (λ = 1)
+# - γ missing
+# - off by one in the next value (V_t or V_{t+2} instead of V_{t+1})
+# - discounted by γ²·λ
+# - returns equal to the advantages
+# - returns as A − V instead of A + V
+# - returns as the discounted rewards-to-go
+# - returns not 0 on padding
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
 
 # %% [markdown]
 # On our batch, where the value head still says 0 everywhere: with $\lambda = 1$ the advantages are the plain
@@ -483,6 +552,25 @@ def clipped_policy_loss(logprobs, old_logprobs, advantages, mask, clip_range=0.2
 exercises.check_clipped_policy_loss(clipped_policy_loss)
 
 # %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_clipped_policy_loss` names each of these when your function makes it:
+#
+# - the min of the two loss terms
+# - the objective returned (not negated)
+# - no clipping
+# - only the clipped term
+# - averaged over the padding too, or divided by B·T
+# - the ratio the wrong way round
+# - the mean of per-row means
+# - no gradient reaches the log-probs
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
+
+# %% [markdown]
 # ## 10. The clipped value loss
 #
 # The value head regresses on the returns of GAE. The historical TRL (after OpenAI's `baselines` `ppo2`) clips it the
@@ -519,6 +607,23 @@ def clipped_value_loss(values, old_values, returns, mask, clip_range_value=0.2):
 exercises.check_clipped_value_loss(clipped_value_loss)
 
 # %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_clipped_value_loss` names each of these when your function makes it:
+#
+# - the value clipped around 0 instead of its change
+# - min instead of max of the two squared errors
+# - the ½ missing
+# - no clipping, or only the clipped error
+# - averaged over the padding too, or divided by B·T
+# - no gradient reaches the values
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
+
+# %% [markdown]
 # ## 11. One PPO update
 #
 # `collect_rollout` runs sections 2–7 for a batch; `ppo_update` runs `ppo_epochs` passes over shuffled
@@ -530,7 +635,8 @@ exercises.check_clipped_value_loss(clipped_value_loss)
 # %%
 from accelerate import Accelerator
 
-ppo_config = PPOConfig(batch_size=8, mini_batch_size=4, ppo_epochs=4, seed=0)  # the default learning rate, 5e-5
+ppo_config = PPOConfig(batch_size=8, mini_batch_size=4, ppo_epochs=4, seed=0)  # PPOConfig's class default learning
+# rate, 5e-5 (the tiny profile's recipe trains with 2e-4)
 updated = copy.deepcopy(policy)  # the copy that this section trains; `policy` stays the SFT model + a zero head
 accelerator = Accelerator()
 optimizer = torch.optim.Adam(updated.parameters(), lr=ppo_config.learning_rate)
@@ -619,6 +725,24 @@ def adaptive_kl_update(beta, kl, target, horizon, n_steps):
 
 # %% tags=["nbval-check-output"]
 exercises.check_adaptive_kl_update(adaptive_kl_update)
+
+# %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_adaptive_kl_update` names each of these when your function makes it:
+#
+# - the error not clipped to ±0.2
+# - the sign flipped (β falls when the KL is too high)
+# - n_steps ignored
+# - the step not scaled by n_steps / horizon
+# - the error as kl − target instead of kl / target − 1
+# - the whole step clipped instead of the error
+# - the factor returned instead of the new β
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
 
 # %% [markdown]
 # Your controller on a simulated KL that starts below the target, jumps above it, then falls below again:

@@ -41,7 +41,8 @@
 # 4. evaluate a policy on held-out prompts with judges it never saw, and name what each number costs.
 #
 # **Prerequisites:** notebook 05 (every function used here), notebook 03 (the reward model and its normalisation).
-# **Time:** about 15 minutes of work, plus the 2–3-minute training run (section 4) and a minute of evaluation, on 2 CPU
+# **Time:** about 60 minutes of work (the two exercises are budgeted at 20 and 30 minutes), plus the 2–3-minute
+# training run (section 4) and a minute of evaluation, on 2 CPU
 # cores. **Takes from earlier notebooks:** the shipped SFT policy (02) and reward model (03), the prompts (01).
 
 # %%
@@ -206,6 +207,21 @@ def rollout(policy, reference, tokenizer, reward_fn, prompts, kl_coef, config, s
 exercises.check_rollout(rollout)
 
 # %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_rollout` names each of these when your function makes it:
+#
+# - the per-token KL penalty with the wrong sign
+# - GAE with λ = 1
+# - the response scored alone instead of query + response
+# - any other field that differs, named with the function that computes it
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
+
+# %% [markdown]
 # ### Exercise 6.2 — `ppo_update`
 # **Difficulty** ●●●●○ · **Importance** ●●●●● · about 30 minutes
 #
@@ -262,6 +278,26 @@ def ppo_update(policy, optimizer, accelerator, rollout, config, step):
 
 # %% tags=["nbval-check-output"]
 exercises.check_ppo_update(ppo_update)
+
+# %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_ppo_update` names each of these when your function makes it:
+#
+# - the permutation: the rollouts not shuffled, the first epoch's order repeated, or another generator
+# - the advantages whitened once over the whole rollout instead of per mini-batch
+# - the advantages not whitened
+# - the policy loss differs (its gradient, with the value loss's agreeing)
+# - the value loss differs, lacks config.vf_coef, or is missing
+# - gradients accumulated across mini-batches (no `zero_grad`)
+# - the gradient norm not clipped, or clipped to another norm
+# - one epoch only, or another number of optimiser steps
+# - no optimiser step at all
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
 
 # %% [markdown]
 # ### Your step against the trainer's
@@ -354,7 +390,7 @@ print("resumed:", trainer.maybe_resume(), "at step", trainer.state["step"])
 history = trainer.train(progress=not in_ci(), callback=None if in_ci() else live_plot,
                         stop_after=None if steps_this_run is None else steps_this_run - trainer.state["step"])
 clear_output(wait=True)
-print(f"done: {trainer.state['step']} steps in {trainer.state['seconds'] / 60:.1f} min "
+print(f"done: {trainer.state['step']} steps in {trainer.state['train_seconds'] / 60:.1f} min "
       f"({trainer.state['step'] * ppo_config.batch_size} episodes)")
 plot_history(history)
 
@@ -381,7 +417,9 @@ print(frame[["score", "kl", "kl_coef", "entropy", "clip_fraction", "explained_va
 # %% [markdown]
 # How to read them: the **score** climbs while the **KL** grows towards its target and **β** adapts; **entropy**
 # falls as the policy concentrates on what the reward model likes; the **clip fraction** and **approximate KL**
-# show how far each update moves; **explained variance** rises as the value head learns (it starts at 0). The
+# show how far each update moves; **explained variance** starts at 0 (the value head starts at zero) and rises as
+# the head learns, though not steadily, since its targets move with the policy: 0.000, 0.424 and 0.316 at the three
+# steps printed above. The
 # reward model's output is already normalised (mean 0, std 1 on SFT samples, notebook 03); "before penalties" means
 # before the optional missing-EOS penalty and score clipping, both off by default, so the first panel equals the
 # score.
@@ -397,7 +435,8 @@ table
 # %% [markdown]
 # Ten held-out prompts (the first ten, not chosen), each with the SFT policy's and the PPO policy's response, the
 # reward model's score and the two judges' verdicts (+ positive, − not). The 5M-parameter tiny policy writes
-# half-grammatical text, before and after; for real GPT-2 run the `gpt2` profile (`RLHF_PROFILE=gpt2`, a GPU helps).
+# locally fluent, globally incoherent text, before and after; for real GPT-2 run the `gpt2` profile
+# (`RLHF_PROFILE=gpt2`, a GPU helps).
 
 # %%
 def verdicts(sample):
@@ -455,8 +494,8 @@ print("reward up, both judges up, KL near its target, perplexity under SFT did n
 #
 # `trainer.save(directory)` writes the policy (a normal `transformers` checkpoint, loadable by `load_policy`), the
 # value head, the tokenizer and a run card with the configuration, the per-step history and the time per phase.
-# The same recipe from the command line, for the tiny profile's 2.5 minutes instead of 150 steps (it also
-# evaluates, and writes everything under `artifacts/tiny/`):
+# The same recipe from the command line, for the tiny profile's 200 steps instead of 150 (it also evaluates, and
+# writes everything under `artifacts/tiny/`):
 #
 # ```bash
 # python -m rlhf_helpers ppo && python -m rlhf_helpers evaluate
@@ -478,7 +517,8 @@ print(sorted(os.listdir(saved)))
 # * The reward model's score is not evidence that the policy improved; held-out prompts and judges that PPO never
 #   saw are. The KL and the perplexity under the reference are what the gain cost.
 # * A healthy run: score up, KL rising to its target and held there by β, entropy falling slowly, explained variance
-#   rising. A KL that runs away with a score that keeps climbing is reward hacking (notebook 07).
+#   up from 0 (not necessarily steadily). A KL that runs away with a score that keeps climbing is reward hacking
+#   (notebook 07).
 #
 # ## Self-check
 #
@@ -506,7 +546,7 @@ print(sorted(os.listdir(saved)))
 # 4. Why is the explained variance of the values 0 at the first step?
 #
 #    <details><summary>Answer</summary>The value head starts at exactly zero, so it predicts nothing yet; it learns from
-#    the value loss, and its explained variance rises as it does.</details>
+#    the value loss, and its explained variance rises from 0 as it does (then moves with its targets).</details>
 #
 # **Next: notebook 07** evaluates policies properly: several seeds, over-optimisation of the reward model, reward
 # hacking live, and best-of-n.

@@ -121,8 +121,8 @@ plt.show()
 
 # %% [markdown]
 # Eight held-out prompts with the SFT policy's response and each seed's final response (the first eight prompts,
-# not chosen; + means the judge calls the text positive). The tiny 5M-parameter policy writes half-grammatical
-# text before and after PPO — for real GPT-2, run the `gpt2` profile.
+# not chosen; + means the judge calls the text positive). The tiny 5M-parameter policy writes locally fluent,
+# globally incoherent text before and after PPO — for real GPT-2, run the `gpt2` profile.
 
 # %%
 def sample_table(rows_by_name: dict) -> pd.DataFrame:
@@ -165,6 +165,20 @@ def distinct_n(texts, n):
 
 # %% tags=["nbval-check-output"]
 exercises.check_distinct_n(distinct_n)
+
+# %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_distinct_n` names each of these when your function makes it:
+#
+# - the responses joined, so n-grams run across two
+# - each response's distinct-n averaged instead of pooled
+# - character n-grams instead of word n-grams
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
 
 # %% [markdown]
 # ## 3. Reward over-optimisation
@@ -236,6 +250,21 @@ def fit_rl_curve(kl, gold):
 
 # %% tags=["nbval-check-output"]
 exercises.check_fit_rl_curve(fit_rl_curve)
+
+# %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_fit_rl_curve` names each of these when your function makes it:
+#
+# - fitted against the KL instead of d = √KL
+# - the gold itself fitted instead of its gain over the initial policy
+# - an intercept column added
+# - the best-of-n form d(α − βd)
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
 
 # %% [markdown]
 # The package's `fit_overoptimisation` is the same least squares, and also reports how much of the gain's variance
@@ -377,6 +406,20 @@ def best_of_n_kl(n):
 
 # %% tags=["nbval-check-output"]
 exercises.check_best_of_n_kl(best_of_n_kl)
+
+# %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_best_of_n_kl` names each of these when your function makes it:
+#
+# - log n alone
+# - (n − 1)/n added instead of subtracted
+# - log base 2 instead of the natural log
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
 
 # %% [markdown]
 # The sweep drew 128 responses for each of the 256 held-out prompts and read every n = 1, 2, 4, … 128 off the same

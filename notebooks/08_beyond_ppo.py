@@ -137,6 +137,21 @@ def kl_regularised_optimum(reference_logprobs, rewards, beta):
 exercises.check_kl_regularised_optimum(kl_regularised_optimum)
 
 # %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_kl_regularised_optimum` names each of these when your function makes it:
+#
+# - log Z not subtracted (the probabilities do not sum to one)
+# - the reward multiplied by β instead of divided
+# - the reference left out (a uniform prior)
+# - normalised over the prompts (dim 0)
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
+
+# %% [markdown]
 # ### Exercise 8.2 — the implicit reward: `implicit_reward`
 # **Difficulty** ●○○○○ · **Importance** ●●●●○ · about 5 minutes
 #
@@ -155,6 +170,22 @@ def implicit_reward(policy_logps, reference_logps, beta):
 
 # %% tags=["nbval-check-output"]
 exercises.check_implicit_reward(implicit_reward)
+
+# %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_implicit_reward` names each of these when your function makes it:
+#
+# - β left out
+# - divided by β
+# - the sign reversed (log π_ref − log π)
+# - the reference left out
+# - the result still carries a gradient
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
 
 # %% [markdown]
 # ### Exercise 8.3 — the DPO loss: `dpo_loss`
@@ -179,6 +210,22 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
 
 # %% tags=["nbval-check-output"]
 exercises.check_dpo_loss(dpo_loss)
+
+# %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_dpo_loss` names each of these when your function makes it:
+#
+# - β left out
+# - the margin's sign reversed: both log-ratios reversed (log π_ref − log π), or chosen and rejected swapped
+# - the reference left out (policy log-probs compared)
+# - the sum over the pairs instead of the mean
+# - the log-likelihood returned (not negated)
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
 
 # %% [markdown]
 # The package's version, which the training below uses, is the same few lines; it also returns the implicit

@@ -1,14 +1,17 @@
 """Every exercise check can fail, and the learner's notebooks are generated, current, and fail on their stubs.
 
-Each ``tests/test_exercises_*.py`` file lists ``CASES``: (exercise name, reference implementation, [(wrong
-implementation, a fragment its diagnosis must contain), ...]). Here every check must accept its reference,
-reject the stub with the stub message, and reject every wrong implementation with the named diagnosis.
+Each ``tests/exercise_cases/cases_*.py`` module (data, not collected as tests) lists ``CASES``: (exercise name,
+reference implementation, [(wrong implementation, a fragment its diagnosis must contain), ...]). Here every check
+must accept its reference, reject the stub with the stub message, and reject every wrong implementation with the
+named diagnosis.
 """
 
-import importlib.util
+import importlib
+import inspect
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,20 +23,19 @@ import torch.nn.functional as F
 from rlhf_helpers import exercises
 from rlhf_helpers.exercises import EXERCISES, ExerciseFailed
 from rlhf_helpers.exercises.learner import (BEGIN, END, MarkerError, has_solution, learner_notebook, solution_only,
-                                            strip_solutions, stub_functions, write_learner_notebooks)
+                                            strip_solutions, stub_functions, write_learner_notebooks,
+                                            write_mistake_boxes)
+from rlhf_helpers.exercises.mistakes import MISTAKES, mistakes_box
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-CASE_FILES = sorted(Path(__file__).parent.glob("test_exercises_*.py"))
+CASE_FILES = sorted((Path(__file__).parent / "exercise_cases").glob("cases_*.py"))
 
 
 def _load_cases():
     cases = []
-    for path in CASE_FILES:
-        spec = importlib.util.spec_from_file_location(f"exercise_cases_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        cases += list(module.CASES)
+    for path in CASE_FILES:  # imported by name (tests/ is on sys.path), so the test files share the same modules
+        cases += list(importlib.import_module(f"exercise_cases.{path.stem}").CASES)
     return cases
 
 
@@ -81,7 +83,42 @@ def test_the_check_rejects_the_stub(name):
 def test_the_check_rejects_a_wrong_implementation_and_says_why(name, wrong, fragment):
     with pytest.raises(ExerciseFailed) as failure:
         check_of(name)(wrong)
-    assert fragment in str(failure.value), f"{name}: expected the diagnosis {fragment!r}, got:\n{failure.value}"
+    message = str(failure.value)
+    assert fragment in message, f"{name}: expected the diagnosis {fragment!r}, got:\n{message}"
+    # a named diagnosis is listed in the exercise's "common mistakes" box (the generic messages are its last line)
+    if not any(generic in message for generic in GENERIC_MESSAGES):
+        listed = [f for _, f in MISTAKES[name]]
+        assert any(f in message for f in listed), (f"{name}: the check says\n{message}\nbut no entry of "
+                                                   f"MISTAKES[{name!r}] (rlhf_helpers/exercises/mistakes.py) names it")
+
+
+# -- the "common mistakes" boxes ------------------------------------------------------------------
+
+#: What every check says without a diagnosis: the box's last line covers these.
+GENERIC_MESSAGES = ("wrong values", "NaN or inf", "still the stub", " raised ")
+
+
+def test_every_exercise_lists_what_its_check_recognises():
+    assert set(MISTAKES) == set(EXERCISES), sorted(set(MISTAKES) ^ set(EXERCISES))
+    assert all(len(MISTAKES[name]) >= 3 for name in EXERCISES), {n: len(m) for n, m in MISTAKES.items()}
+
+
+@pytest.mark.parametrize("name", sorted(EXERCISES))
+def test_each_listed_mistake_is_a_message_its_check_can_print(name):
+    module = sys.modules[EXERCISES[name].check.__module__]
+    text = inspect.getsource(module)
+    missing = [fragment for _, fragment in MISTAKES[name] if fragment not in text]
+    assert not missing, f"{name}: listed in MISTAKES but no message of {module.__name__} says it: {missing}"
+
+
+def test_every_exercise_check_cell_is_followed_by_its_mistakes_box():
+    stale = write_mistake_boxes(NOTEBOOKS, check=True)
+    assert not stale, f"the common-mistakes boxes are out of date in {stale}: run python scripts/make_learner_notebooks.py"
+    for solved in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        cells = json.loads(solved.read_text(encoding="utf-8"))["cells"]
+        for cell, following in zip(cells, cells[1:]):
+            for name in re.findall(r"exercises\.check_(\w+)\(", "".join(cell["source"])):
+                assert "".join(following["source"]) == mistakes_box(name), f"{solved.name}: {name}"
 
 
 # -- the learner's notebooks ----------------------------------------------------------------------

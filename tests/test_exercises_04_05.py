@@ -1,306 +1,19 @@
-"""The checks of notebooks 04 and 05 accept the reference and reject the stub and plausible wrong implementations.
+"""Every exercise of notebooks 04 and 05 has CASES (tests/exercise_cases/cases_04_05.py), the hand-written
+references those CASES stand on equal the package, and exercise 4.2's reference equals TRL 1.16's own GRPO loss.
 
-``CASES``: (exercise, reference, [(wrong implementation, what the check's message must say)]);
-tests/test_exercises.py runs every test file's CASES the same way. The tests below run this file's CASES on their
-own too, and execute the notebooks' solution cells with nothing but the names a learner's cell may use.
+The reference / stub / wrong-implementation tests of those CASES, and the notebooks' solution cells run with only
+torch/F/math/np/pd, are in tests/test_exercises.py.
 """
 
-import json
-import math
-from pathlib import Path
+import warnings
 
-import numpy as np
-import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
-
-from rlhf_helpers.exercises import EXERCISES, ExerciseFailed
-from rlhf_helpers.exercises.learner import has_solution, solution_only, strip_solutions, stub_functions
-from rlhf_helpers.exercises.ppo import _plain_gae
-from rlhf_helpers.exercises.trl import grpo_advantages
-from rlhf_helpers.ppo.advantages import compute_gae, leave_one_out_advantages, masked_mean, masked_whiten
-from rlhf_helpers.ppo.kl import AdaptiveKLController, kl_penalty, per_token_rewards
-from rlhf_helpers.ppo.losses import clipped_policy_loss, clipped_value_loss
-
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ["04_trl_walkthrough", "05_ppo_from_scratch"]
-
-
-# -- 04 -------------------------------------------------------------------------------------------
-
-def k3_reference(logprobs, ref_logprobs):
-    return kl_penalty(logprobs, ref_logprobs, "k3")
-
-
-def k3_is_k1(logprobs, ref_logprobs):
-    return logprobs - ref_logprobs
-
-
-def k3_reversed(logprobs, ref_logprobs):
-    x = logprobs - ref_logprobs
-    return torch.exp(x) - x - 1
-
-
-def k3_is_k2(logprobs, ref_logprobs):
-    return 0.5 * (logprobs - ref_logprobs) ** 2
-
-
-def k3_without_minus_one(logprobs, ref_logprobs):
-    x = ref_logprobs - logprobs
-    return torch.exp(x) - x
-
-
-def grpo_batch_std(rewards, k):
-    grouped = rewards.view(-1, k)
-    return (grouped - grouped.mean(1, keepdim=True)).view(-1) / (rewards.std() + 1e-4)
-
-
-def grpo_whole_batch(rewards, k):
-    return (rewards - rewards.mean()) / (rewards.std() + 1e-4)
-
-
-def grpo_biased_std(rewards, k):
-    grouped = rewards.view(-1, k)
-    return ((grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, unbiased=False, keepdim=True) + 1e-4)).view(-1)
-
-
-def grpo_no_std(rewards, k):
-    grouped = rewards.view(-1, k)
-    return (grouped - grouped.mean(1, keepdim=True)).view(-1)
-
-
-def grpo_tiled(rewards, k):
-    return grpo_advantages(rewards.view(k, -1).T.reshape(-1), k).view(-1, k).T.reshape(-1)
-
-
-def rloo_reference(rewards, k):
-    return leave_one_out_advantages(rewards, k)
-
-
-def rloo_includes_itself(rewards, k):
-    grouped = rewards.view(-1, k)
-    return (grouped - grouped.mean(1, keepdim=True)).view(-1)
-
-
-def rloo_whole_batch(rewards, k):
-    return rewards - (rewards.sum() - rewards) / (rewards.numel() - 1)
-
-
-def rloo_divided_by_k(rewards, k):
-    grouped = rewards.view(-1, k)
-    return (grouped - (grouped.sum(1, keepdim=True) - grouped) / k).view(-1)
-
-
-def rloo_tiled(rewards, k):
-    return leave_one_out_advantages(rewards.view(k, -1).T.reshape(-1), k).view(-1, k).T.reshape(-1)
-
-
-# -- 05: masked statistics ------------------------------------------------------------------------
-
-def mean_everywhere(values, mask):
-    return values.mean()
-
-
-def mean_divided_by_all(values, mask):
-    return (values * mask).mean()
-
-
-def mean_of_row_means(values, mask):
-    return ((values * mask).sum(1) / mask.sum(1)).mean()
-
-
-def whiten_everywhere(values, mask):
-    return (values - values.mean()) / (values.std() + 1e-8)
-
-
-def whiten_biased(values, mask):
-    real = values[mask.bool()]
-    return torch.where(mask.bool(), (values - real.mean()) / real.std(unbiased=False), torch.zeros_like(values))
-
-
-def whiten_padding_kept(values, mask):
-    real = values[mask.bool()]
-    return (values - real.mean()) / real.std()
-
-
-# -- 05: per-token rewards ------------------------------------------------------------------------
-
-def rewards_reference(scores, logprobs, ref_logprobs, mask, kl_coef):
-    return per_token_rewards(scores, logprobs, ref_logprobs, mask, kl_coef, estimator="k1")[0]
-
-
-def make_rewards(score_at="last_real", sign=-1.0, use_beta=True, mask_penalty=True):
-    def rewards_fn(scores, logprobs, ref_logprobs, mask, kl_coef):
-        kl = logprobs - ref_logprobs
-        if mask_penalty:
-            kl = kl * mask
-        rewards = sign * (kl_coef if use_beta else 1.0) * kl
-        last = mask.sum(1).long() - 1 if score_at == "last_real" else torch.full((len(scores),), mask.shape[1] - 1)
-        rewards[torch.arange(len(scores)), last] += scores
-        return rewards
-    return rewards_fn
-
-
-# -- 05: GAE --------------------------------------------------------------------------------------
-
-def gae_loop(rewards, values, mask, gamma=1.0, lam=0.95):
-    advantages = _plain_gae(rewards, values, mask, gamma, lam)
-    return advantages, (advantages + values) * mask
-
-
-def gae_unmasked(rewards, values, mask, gamma=1.0, lam=0.95):
-    B, T = rewards.shape
-    advantages = torch.zeros_like(rewards)
-    running = torch.zeros(B)
-    for t in reversed(range(T)):
-        next_value = values[:, t + 1] if t + 1 < T else torch.zeros(B)
-        delta = rewards[:, t] + gamma * next_value - values[:, t]
-        running = delta + gamma * lam * running
-        advantages[:, t] = running
-    return advantages * mask, (advantages + values) * mask
-
-
-def gae_without_lambda(rewards, values, mask, gamma=1.0, lam=0.95):
-    return gae_loop(rewards, values, mask, gamma, 1.0)
-
-
-def gae_next_value_is_current(rewards, values, mask, gamma=1.0, lam=0.95):
-    advantages = _plain_gae(rewards, values, mask, gamma, lam, next_offset=0)
-    return advantages, (advantages + values) * mask
-
-
-def gae_returns_are_advantages(rewards, values, mask, gamma=1.0, lam=0.95):
-    advantages, _ = compute_gae(rewards, values, mask, gamma, lam)
-    return advantages, advantages
-
-
-def gae_returns_minus_values(rewards, values, mask, gamma=1.0, lam=0.95):
-    advantages, _ = compute_gae(rewards, values, mask, gamma, lam)
-    return advantages, (advantages - values) * mask
-
-
-# -- 05: the losses -------------------------------------------------------------------------------
-
-def _masked(x, mask):
-    return (x * mask).sum() / mask.sum()
-
-
-def policy_loss_reference(logprobs, old_logprobs, advantages, mask, clip_range=0.2):
-    return clipped_policy_loss(logprobs, old_logprobs, advantages, mask, clip_range)[0]
-
-
-def make_policy_loss(reduce="max", clip=True, over="real", ratio_way="new/old", detach=False):
-    def policy_loss(logprobs, old_logprobs, advantages, mask, clip_range=0.2):
-        log_ratio = logprobs - old_logprobs if ratio_way == "new/old" else old_logprobs - logprobs
-        ratio = torch.exp(log_ratio)
-        if detach:
-            ratio = ratio.detach()
-        clipped = torch.clamp(ratio, 1 - clip_range, 1 + clip_range) if clip else ratio
-        per_token = (torch.max if reduce == "max" else torch.min)(-ratio * advantages, -clipped * advantages)
-        return per_token.mean() if over == "all" else _masked(per_token, mask)
-    return policy_loss
-
-
-def value_loss_reference(values, old_values, returns, mask, clip_range_value=0.2):
-    return clipped_value_loss(values, old_values, returns, mask, clip_range_value)[0]
-
-
-def make_value_loss(around="old", reduce="max", half=True, over="real"):
-    def value_loss(values, old_values, returns, mask, clip_range_value=0.2):
-        if around == "old":
-            clipped = old_values + torch.clamp(values - old_values, -clip_range_value, clip_range_value)
-        else:
-            clipped = torch.clamp(values, -clip_range_value, clip_range_value)
-        per_token = (torch.max if reduce == "max" else torch.min)((values - returns) ** 2, (clipped - returns) ** 2)
-        loss = per_token.mean() if over == "all" else _masked(per_token, mask)
-        return 0.5 * loss if half else loss
-    return value_loss
-
-
-# -- 05: the adaptive KL controller ---------------------------------------------------------------
-
-def kl_update_reference(beta, kl, target, horizon, n_steps):
-    return AdaptiveKLController(beta, target, horizon).update(kl, n_steps)
-
-
-def make_kl_update(clip=True, sign=1.0, use_n_steps=True):
-    def adaptive_kl_update(beta, kl, target, horizon, n_steps):
-        error = kl / target - 1
-        if clip:
-            error = min(max(error, -0.2), 0.2)
-        return beta * (1 + sign * error * (n_steps if use_n_steps else 1) / horizon)
-    return adaptive_kl_update
-
-
-CASES = [
-    ("k3_kl", k3_reference, [
-        (k3_is_k1, "that is k1"),
-        (k3_reversed, "the wrong way round"),
-        (k3_is_k2, "that is k2"),
-        (k3_without_minus_one, "the − 1 is missing"),
-    ]),
-    ("group_normalised_advantages", grpo_advantages, [
-        (grpo_batch_std, "the std is the whole batch's"),
-        (grpo_whole_batch, "normalised over the whole batch"),
-        (grpo_biased_std, "biased std"),
-        (grpo_no_std, "not divided by the group's std"),
-        (grpo_tiled, "groups are read the wrong way"),
-    ]),
-    ("rloo_advantages", rloo_reference, [
-        (rloo_includes_itself, "includes the sample itself"),
-        (rloo_whole_batch, "whole batch"),
-        (rloo_divided_by_k, "there are k − 1 others"),
-        (rloo_tiled, "groups are read the wrong way"),
-    ]),
-    ("masked_mean", masked_mean, [
-        (mean_everywhere, "padding included"),
-        (mean_divided_by_all, "divided by B*T"),
-        (mean_of_row_means, "mean of per-row means"),
-    ]),
-    ("masked_whiten", masked_whiten, [
-        (whiten_everywhere, "whitened over the padding"),
-        (whiten_biased, "biased std"),
-        (whiten_padding_kept, "the padding is not 0"),
-    ]),
-    ("per_token_rewards", rewards_reference, [
-        (make_rewards(score_at="last_column"), "last *column*"),
-        (make_rewards(sign=+1.0), "sign is flipped"),
-        (make_rewards(use_beta=False), "not multiplied by kl_coef"),
-        (make_rewards(mask_penalty=False), "the padding is charged"),
-    ]),
-    ("compute_gae", compute_gae, [
-        (gae_unmasked, "bootstrapped from the padding"),
-        (gae_without_lambda, "λ is missing"),
-        (gae_next_value_is_current, "off by one in the next value"),
-        (gae_returns_are_advantages, "returns equal the advantages"),
-        (gae_returns_minus_values, "returns are A_t − V_t"),
-    ]),
-    ("clipped_policy_loss", policy_loss_reference, [
-        (make_policy_loss(reduce="min"), "min of the two *loss* terms"),
-        (make_policy_loss(clip=False), "there is no clipping"),
-        (make_policy_loss(over="all"), "padding included"),
-        (make_policy_loss(ratio_way="old/new"), "the ratio is the wrong way round"),
-        (make_policy_loss(detach=True), "carries no gradient"),
-    ]),
-    ("clipped_value_loss", value_loss_reference, [
-        (make_value_loss(around="zero"), "clipped the value around 0"),
-        (make_value_loss(reduce="min"), "min instead of max"),
-        (make_value_loss(half=False), "the ½ is missing"),
-        (make_value_loss(over="all"), "padding included"),
-    ]),
-    ("adaptive_kl_update", kl_update_reference, [
-        (make_kl_update(clip=False), "the error is not clipped"),
-        (make_kl_update(sign=-1.0), "the sign is flipped"),
-        (make_kl_update(use_n_steps=False), "n_steps is ignored"),
-    ]),
-]
-
-WRONG = [(name, wrong, fragment) for name, _, wrongs in CASES for wrong, fragment in wrongs]
-
-
-def stub(*args, **kwargs):
-    raise NotImplementedError()
+from exercise_cases.cases_04_05 import CASES, gae_loop
+
+from rlhf_helpers.exercises import EXERCISES
+from rlhf_helpers.exercises.trl import _grpo_loss_cases, grpo_loss
+from rlhf_helpers.ppo.advantages import compute_gae
 
 
 def test_every_exercise_of_04_and_05_has_cases():
@@ -319,6 +32,61 @@ def test_the_hand_written_references_equal_the_package():
                               compute_gae(rewards, values, mask, gamma, lam)[0], atol=1e-6)
 
 
-# The reference / stub / wrong-implementation tests of these CASES run in tests/test_exercises.py.
+# -- exercise 4.2's reference is TRL 1.16's own GRPO loss ------------------------------------------
 
-# Their solution cells run with only torch/F/math/np/pd in tests/test_exercises.py (test_solution_cells_pass_their_checks_with_only_the_allowed_names).
+
+@pytest.fixture(scope="module")
+def grpo_trainer(tmp_path_factory):
+    """A real GRPOTrainer (beta > 0) on a random 1-layer GPT-2, on CPU: only its `_compute_loss` is called."""
+    trl = pytest.importorskip("trl")
+    from datasets import Dataset
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from rlhf_helpers.data.tokenizer import train_bpe_tokenizer
+
+    tokenizer = train_bpe_tokenizer(["a good film with great acting", "a bad film with an awful plot"] * 10,
+                                    vocab_size=300)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=32, n_embd=16, n_layer=1, n_head=2,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                        pad_token_id=tokenizer.pad_token_id)
+    path = tmp_path_factory.mktemp("grpo_model")
+    GPT2LMHeadModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        args = trl.GRPOConfig(output_dir=str(tmp_path_factory.mktemp("grpo")), report_to="none", use_cpu=True,
+                              bf16=False, seed=0, disable_dropout=True, num_generations=2,
+                              per_device_train_batch_size=4, max_completion_length=6, beta=0.1)
+        trainer = trl.GRPOTrainer(model=str(path), reward_funcs=[lambda prompts, completions, **kw: [0.0] * len(prompts)],
+                                  args=args, processing_class=tokenizer,
+                                  train_dataset=Dataset.from_dict({"prompt": ["a good", "a bad"]}))
+    assert not trainer.model.training and trainer.args.use_bias_correction_kl  # eval mode; TRL's default KL
+    return trainer
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
+def test_the_grpo_loss_reference_is_trls_compute_loss(grpo_trainer):
+    """On the check's own cases, `rlhf_helpers.exercises.trl.grpo_loss` gives TRL 1.16's `_compute_loss` value and
+    gradient (TRL's forward pass replaced by the case's log-probs; everything after it is TRL's code)."""
+    trainer = grpo_trainer
+    for case, logp, old, ref, adv, mask, beta, eps, loss_type in _grpo_loss_cases():
+        leaf = logp.clone().requires_grad_(True)
+
+        def forward(model, *args, **kwargs):
+            return (leaf if torch.is_grad_enabled() else leaf.detach()), torch.zeros_like(logp), None
+
+        trainer._get_per_token_logps_and_entropies = forward
+        trainer.beta, trainer.loss_type, trainer.epsilon_low, trainer.epsilon_high = beta, loss_type, eps, eps
+        B, T = logp.shape
+        inputs = {"prompt_ids": torch.ones(B, 2, dtype=torch.long), "prompt_mask": torch.ones(B, 2, dtype=torch.long),
+                  "completion_ids": torch.ones(B, T, dtype=torch.long), "completion_mask": mask.long(),
+                  "ref_per_token_logps": ref, "old_per_token_logps": old, "advantages": adv,
+                  "num_items_in_batch": mask.sum()}
+        trl_loss = trainer._compute_loss(trainer.model, inputs)
+        trl_loss.backward()
+        ours_leaf = logp.clone().requires_grad_(True)
+        ours = grpo_loss(ours_leaf, old, ref, adv, mask, beta, eps, loss_type)
+        ours.backward()
+        assert trl_loss.item() == pytest.approx(ours.item(), rel=1e-5, abs=1e-7), case
+        assert torch.allclose(leaf.grad, ours_leaf.grad, atol=1e-6), case

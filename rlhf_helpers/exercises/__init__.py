@@ -7,7 +7,8 @@ learner's copy in ``notebooks/learner/``). Every check compares the learner's fu
 on random and edge-case inputs and raises `ExerciseFailed` saying what is wrong.
 
 ``EXERCISES`` lists them all (notebook, difficulty, importance, minutes); ``tests/test_exercises.py`` proves that
-every check rejects its stub and a plausible wrong implementation, and accepts the reference.
+every check rejects its stub and a plausible wrong implementation, and accepts the reference. ``mistakes.MISTAKES``
+lists what each check recognises: the "common mistakes" box under every exercise is rendered from it.
 """
 
 # one module per notebook, each listing its checks in __all__ (00 intro, 01 data, 02 generation, 03 reward, 04 trl,

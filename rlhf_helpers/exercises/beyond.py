@@ -132,8 +132,11 @@ def check_dpo_loss(fn) -> None:
         margin = (pc - rc) - (pr - rr)
         expect_close(answer, expected, "dpo_loss", case=case, atol=1e-7, diagnoses=[
             (-F.logsigmoid(margin).mean(), "you left out beta: the logit is beta times the margin of log-ratios."),
-            (-F.logsigmoid(-beta * margin).mean(), "the sign is reversed: the loss must fall when the CHOSEN "
-             "completion's log-ratio rises above the rejected one's (chosen minus rejected)."),
+            (-F.logsigmoid(-beta * margin).mean(), "the sign of the margin is reversed, and two different "
+             "mistakes give exactly this: (a) both log-ratios are reversed, log pi_ref - log pi instead of "
+             "log pi - log pi_ref, or (b) chosen and rejected are swapped, rejected minus chosen. Check both lines: "
+             "the margin is (pi_c - ref_c) - (pi_r - ref_r), so the loss falls when the policy raises the CHOSEN "
+             "completion above the reference more than the rejected one."),
             (-F.logsigmoid(beta * (pc - pr)).mean(), "you left out the reference: DPO compares log-RATIOS "
              "log pi - log pi_ref of the two completions, not the policy's log-probabilities."),
             (-F.logsigmoid(beta * margin).sum(), "this is the sum over the pairs: return the mean."),

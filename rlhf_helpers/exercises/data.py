@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..config import get_config
+from ..config import DEFAULT_PROFILE, get_config
 from ..data.imdb import clean_review, imdb_csv_path
 from ..data.prompts import LengthSampler
 from ..data.prompts import build_dataset as reference_build_dataset
@@ -113,7 +113,7 @@ def _shipped_tokenizer():
     from ..core.assets import shipped_tokenizer_dir
     from ..data.tokenizer import load_tokenizer
 
-    return load_tokenizer(shipped_tokenizer_dir("tiny"))
+    return load_tokenizer(shipped_tokenizer_dir())
 
 
 def reference_build_prompts(reviews: pd.DataFrame, tokenizer, clean, min_chars: int, low: int, high: int,
@@ -122,7 +122,7 @@ def reference_build_prompts(reviews: pd.DataFrame, tokenizer, clean, min_chars: 
     from datasets import Dataset
     import datasets as datasets_lib
 
-    config = dataclasses.replace(get_config("tiny"), min_review_chars=min_chars, prompt_min_tokens=low,
+    config = dataclasses.replace(get_config(DEFAULT_PROFILE), min_review_chars=min_chars, prompt_min_tokens=low,
                                  prompt_max_tokens=high, seed=seed)
     rows = Dataset.from_pandas(reviews.rename(columns={"review": "text"})[["text", "label"]], preserve_index=False)
     bars_were_on = not datasets_lib.are_progress_bars_disabled()

@@ -12,6 +12,9 @@ The learner's copy (``notebooks/learner/NN_x.ipynb``) has, in their place, ``# Y
 ``raise NotImplementedError()`` at the same indentation (nbgrader's own stub), no outputs, and after each
 exercise cell a collapsed ``<details>`` cell holding the solution, for when the learner is stuck.
 ``python scripts/make_learner_notebooks.py`` writes them; ``--check`` says whether the committed ones are current.
+
+The same script keeps, right after each exercise's check cell of the solved notebooks (``.ipynb`` and its jupytext
+``.py``), the collapsed "common mistakes" box that `rlhf_helpers.exercises.mistakes` renders (`write_mistake_boxes`).
 """
 
 from __future__ import annotations
@@ -78,8 +81,9 @@ def learner_notebook(notebook: dict, name: str) -> dict:
         if cell["cell_type"] != "code":
             cells.append({**cell, "source": source, "metadata": {}})
             continue
+        # tags, and "jupyter" (a collapsed output, e.g. TRL's lines shown only after an exercise's check)
         cell = {**cell, "outputs": [], "execution_count": None,
-                "metadata": {k: v for k, v in cell["metadata"].items() if k == "tags"}}
+                "metadata": {k: v for k, v in cell["metadata"].items() if k in ("tags", "jupyter")}}
         if not has_solution(source):
             cells.append({**cell, "source": source})
             continue
@@ -115,3 +119,94 @@ def write_learner_notebooks(notebooks_dir: str | Path, check: bool = False) -> l
 def stub_functions(source: str) -> list[str]:
     """Names of the functions a stubbed cell defines (``def name(``), in order."""
     return re.findall(r"^def (\w+)\(", source, flags=re.MULTILINE)
+
+
+# ----------------------------------------------------------------------------------------------
+# The "common mistakes" box after each exercise's check, in the solved notebooks
+# ----------------------------------------------------------------------------------------------
+
+CHECK_CALL = re.compile(r"^exercises\.check_(\w+)\(", flags=re.MULTILINE)
+
+
+def _is_box(source: str) -> bool:
+    from .mistakes import BOX_SUMMARY
+
+    return source.startswith(f"<details><summary>{BOX_SUMMARY}</summary>")
+
+
+def _with_boxes_ipynb(notebook: dict) -> dict:
+    """`notebook` (nbformat 4 JSON) with the box of each exercise right after its check cell (added or refreshed)."""
+    from .mistakes import mistakes_box
+
+    nb = copy.deepcopy(notebook)
+    cells, out = nb["cells"], []
+    i = 0
+    while i < len(cells):
+        cell = cells[i]
+        out.append(cell)
+        i += 1
+        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        names = CHECK_CALL.findall(source) if cell["cell_type"] == "code" else []
+        if not names:
+            continue
+        box = "\n\n".join(mistakes_box(name) for name in names)
+        following = cells[i] if i < len(cells) else None
+        if following and following["cell_type"] == "markdown" and _is_box("".join(following["source"])):
+            i += 1  # replaced below
+            box_cell = {**following, "source": box.splitlines(keepends=True)}
+        else:
+            box_cell = {"cell_type": "markdown", "id": f"mistakes-{names[0].replace('_', '-')}", "metadata": {},
+                        "source": box.splitlines(keepends=True)}
+        out.append(box_cell)
+    nb["cells"] = out
+    return nb
+
+
+def _with_boxes_py(text: str) -> str:
+    """A jupytext py:percent source with the box of each exercise right after its check cell."""
+    from .mistakes import mistakes_box
+
+    lines = text.split("\n")
+    headers = [i for i, line in enumerate(lines) if line.startswith("# %%")] + [len(lines)]
+    out: list[str] = []
+    skip_until = -1
+    for k, (start, end) in enumerate(zip([0] + headers[:-1], headers)):
+        if start < skip_until:
+            continue
+        block = lines[start:end]
+        out.extend(block)
+        if not block or not block[0].startswith("# %%") or block[0].startswith("# %% [markdown]"):
+            continue
+        names = CHECK_CALL.findall("\n".join(block[1:]))
+        if not names:
+            continue
+        box = "\n\n".join(mistakes_box(name) for name in names)
+        rendered = ["# %% [markdown]"] + [f"# {line}" if line else "#" for line in box.split("\n")] + [""]
+        following_end = headers[headers.index(end) + 1] if end < len(lines) else end
+        following = lines[end:following_end]
+        if following and following[0].startswith("# %% [markdown]") and len(following) > 1 \
+                and _is_box(following[1][2:]):
+            skip_until = following_end  # the old box: replaced
+        out.extend(rendered)
+    return "\n".join(out)
+
+
+def write_mistake_boxes(notebooks_dir: str | Path, check: bool = False) -> list[str]:
+    """Add or refresh the "common mistakes" box after every exercise's check cell of the solved notebooks
+    (``NN_x.ipynb`` and ``NN_x.py``). With `check`, write nothing and return the files that are out of date."""
+    notebooks_dir = Path(notebooks_dir)
+    stale = []
+    for solved in sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb")):
+        text = solved.read_text(encoding="utf-8")
+        boxed = json.dumps(_with_boxes_ipynb(json.loads(text)), indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+        source = solved.with_suffix(".py")
+        pairs = [(solved, text, boxed)]
+        if source.exists():
+            py = source.read_text(encoding="utf-8")
+            pairs.append((source, py, _with_boxes_py(py)))
+        for path, old, new in pairs:
+            if old != new:
+                stale.append(path.name)
+                if not check:
+                    path.write_text(new, encoding="utf-8")
+    return stale

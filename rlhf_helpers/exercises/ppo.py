@@ -189,6 +189,19 @@ def _plain_gae(rewards, values, mask, gamma, lam, next_offset=1, use_mask=True):
     return advantages
 
 
+def _full_width_gae(rewards, values, gamma, lam):
+    """GAE run over every column, padding included, with V = 0 only after the last *column* (not the last real
+    token): what a loop over ``range(T)`` computes when it is handed padded tensors."""
+    B, T = rewards.shape
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros(B, dtype=rewards.dtype)
+    for t in reversed(range(T)):
+        next_value = values[:, t + 1] if t + 1 < T else torch.zeros(B, dtype=values.dtype)
+        running = rewards[:, t] + gamma * next_value - values[:, t] + gamma * lam * running
+        advantages[:, t] = running
+    return advantages
+
+
 def _gae_cases(seed: int = 3):
     g = torch.Generator().manual_seed(seed)
     cases = []
@@ -215,7 +228,15 @@ def check_compute_gae(fn) -> None:
         unmasked = _plain_gae(rewards, values, mask, gamma, lam, use_mask=False)
         bootstrap = "you bootstrapped from the padding: after a row's last real token V_{t+1} = 0 and A_{t+1} = 0 " \
                     "(the response has ended). Zero the rewards and values on padding, or stop each row at its length."
+        values_unmasked = _full_width_gae(rewards * mask, values, gamma, lam)
+        padded_values = ("you masked the rewards but not the values, so GAE bootstraps from padded values: at a "
+                         "row's last real token δ_t = r_t + γ·V_{t+1} − V_t reads V_{t+1} = values[:, t + 1], which is "
+                         "padding (junk 9.0 here), and the padding's own deltas flow back through γ·λ·A_{t+1}. The "
+                         "response has ended: V_{t+1} = 0 and A_{t+1} = 0 after the last real token. Multiply the "
+                         "values by the mask too (values * mask), or stop each row at its length.")
         expect_close(advantages, expected_adv, "compute_gae (advantages)", case=case, diagnoses=[
+            (values_unmasked * mask, padded_values),
+            (values_unmasked, padded_values),
             (unmasked * mask, bootstrap),
             (unmasked, bootstrap),
             (_plain_gae(rewards, values, mask, gamma, 1.0),
