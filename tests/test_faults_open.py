@@ -309,3 +309,17 @@ def test_the_engine_is_the_one_loop():
         for own in ("stop_on_signals", "save_checkpoint(self.accelerator", "load_checkpoint(", "set_seed("):
             assert own not in source, (module.__name__, own)
     assert ResumableRun.__doc__
+
+
+def test_a_checkpoint_of_the_previous_layout_still_resumes(tmp_path):
+    """Version 1 checkpoints (PPO's clock under "seconds", no data settings, no version) load and are converted."""
+    assert toy_run(tmp_path, {"min_review_chars": 200}, stop_after=2).interrupted
+    state_file = tmp_path / "checkpoint" / STATE_FILE
+    state = json.loads(state_file.read_text())
+    state["seconds"] = state.pop("train_seconds")
+    state.pop("version")
+    state["settings"].pop("data")
+    state_file.write_text(json.dumps(state))
+    resumed = toy_run(tmp_path, {"min_review_chars": 200})
+    assert resumed.state["step"] == 4 and resumed.state["version"] == 2 and "seconds" not in resumed.state
+    assert resumed.state["train_seconds"] >= state["seconds"]
