@@ -43,6 +43,7 @@ from typing import Annotated, ClassVar
 import tyro
 
 from .core.errors import BadTypeError, BadValueError
+from .core.assets import ARTIFACTS
 from .core.files import ARTIFACTS_ENV_VAR, artifacts_root  # noqa: F401 (re-exported: the course's settings)
 from .core.precision import PRECISIONS
 from .core.validation import (
@@ -53,10 +54,6 @@ from .core.validation import (
 PROFILE_ENV_VAR = "RLHF_PROFILE"
 DEFAULT_PROFILE = "tiny"
 
-ARTIFACTS = {"tokenizer": "tokenizer", "data": "data", "sft": "sft_policy", "reward": "reward_model",
-             "reward_trl": "reward_model_trl", "ppo": "ppo_policy", "evaluate": "evaluation", "run": ""}
-"""Where each stage writes, under ``<artifacts root>/<profile>/`` (`CourseConfig.artifact_dir`): the one table of
-these names. ``run`` writes its run card and report figure at the top of the profile's directory."""
 
 # The stage seeds are set from the course seed (one seed per run): hidden on the command line.
 StageSeed = Annotated[int, tyro.conf.Suppress]

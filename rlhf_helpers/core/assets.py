@@ -15,10 +15,16 @@ from pathlib import Path
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 
+ARTIFACTS = {"tokenizer": "tokenizer", "data": "data", "sft": "sft_policy", "reward": "reward_model",
+             "reward_trl": "reward_model_trl", "ppo": "ppo_policy", "evaluate": "evaluation", "run": ""}
+"""The one table of where each stage writes, under ``<artifacts root>/<profile>/``
+(`rlhf_helpers.config.CourseConfig.artifact_dir`); the shipped models use the same names under
+``assets/<profile>/``. ``run`` writes its run card and report figure at the top of the profile's directory."""
+
 
 def shipped_policy_dir(profile: str = "tiny") -> Path:
     """Directory of the SFT policy shipped inside the package (weights, tokenizer, run card)."""
-    return ASSETS_DIR / profile / "sft_policy"
+    return ASSETS_DIR / profile / ARTIFACTS["sft"]
 
 
 def shipped_tokenizer_dir(profile: str = "tiny") -> Path:
@@ -28,7 +34,7 @@ def shipped_tokenizer_dir(profile: str = "tiny") -> Path:
 
 def shipped_reward_model_dir(profile: str = "tiny") -> Path:
     """Directory of the reward model shipped inside the package."""
-    return ASSETS_DIR / profile / "reward_model"
+    return ASSETS_DIR / profile / ARTIFACTS["reward"]
 
 
 def shipped_results_dir(profile: str = "tiny") -> Path:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from pathlib import Path
 
 from .along_training import GOLD, HeldOutEvaluator, ppo_with_evaluations, sft_with_evaluations
 from .best_of_n import best_of_n_curve, draw_candidates
