@@ -47,6 +47,7 @@ from .core.errors import BadValueError, DamagedFileError, MissingError, Unavaila
 from .core.files import OutputLocationError, check_writable_dir
 from .core.lock import check_not_locked, run_lock
 from .core.run import finished_run_card
+from .core.validation import flag_name
 from .core.threads import ThreadGovernor
 from .core.run_card import read_run_card, write_run_card
 from .data import FILTERED_ROWS, build_dataset, load_imdb, load_imdb_splits
@@ -189,7 +190,7 @@ def _check_named_paths(config: CourseConfig) -> None:
         if name is None or Path(name).expanduser().exists():
             continue
         if os.sep in name or name.startswith((".", "~")):
-            raise MissingError(f"--{field.replace('_', '-')} {name}: no such directory. Pass a directory holding the "
+            raise MissingError(f"{flag_name('', field)} {name}: no such directory. Pass a directory holding the "
                                f"{what}'s files, a hub id (e.g. gpt2), or leave the flag out for the profile's own.")
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -74,7 +74,6 @@ class LoopResult:
     """"SIGINT" or "SIGTERM" when a signal ended this call."""
     message: str | None = None
     """What was printed about an early end (interrupted by a signal, or already finished)."""
-    extra: dict = field(default_factory=dict)
 
     def interrupted_summary(self) -> dict:
         """The dict a stage returns for an interrupted call: steps, interrupted, and signal + message if any."""
