@@ -323,3 +323,16 @@ def test_a_checkpoint_of_the_previous_layout_still_resumes(tmp_path):
     resumed = toy_run(tmp_path, {"min_review_chars": 200})
     assert resumed.state["step"] == 4 and resumed.state["version"] == 2 and "seconds" not in resumed.state
     assert resumed.state["train_seconds"] >= state["seconds"]
+
+
+def test_saved_models_are_readable_as_the_umask_says(tiny_lm, small_tokenizer, tmp_path):
+    """safetensors writes 0600 whatever the umask; the stages give the files the umask's permissions."""
+    from rlhf_helpers.reward.model import RewardModel, save_reward_model
+
+    old = os.umask(0o022)
+    try:
+        save_reward_model(RewardModel.from_policy(tiny_lm), small_tokenizer, tmp_path / "rm")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "rm").iterdir()}
+    assert modes["model.safetensors"] == 0o644 and set(modes.values()) == {0o644}, modes

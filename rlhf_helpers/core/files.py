@@ -140,6 +140,18 @@ def read_json_file(file: str | Path, what: str = "file", missing_ok: bool = Fals
     return data
 
 
+def permissions_from_umask(directory: str | Path) -> None:
+    """Give the files in `directory` the permissions the user's umask asks for (0644 under the usual 022).
+
+    safetensors writes its files 0600 whatever the umask, so a model saved by one user could not be read by the
+    group that shares the machine or the artifacts; every stage calls this after saving a model."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in Path(directory).iterdir():
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o666 & ~mask)
+
+
 def write_json_whole(path: str | Path, data) -> None:
     """Write `data` as JSON to `path` through a temporary file and a rename: a run killed mid-write leaves the
     previous file whole, never half of the new one."""

@@ -20,6 +20,7 @@ import torch
 
 from ..config import SFTConfig, data_settings_of
 from ..core.precision import autocast
+from ..core.files import permissions_from_umask
 from ..core.run_card import write_run_card
 from ..core.lock import run_lock
 from ..core.run import batch_indices, finished_run_card
@@ -110,6 +111,7 @@ def train_sft(model, tokenizer, train_blocks: torch.Tensor, eval_blocks: torch.T
         if result.accelerator.is_main_process and not up_to_date:  # a finished run run again: its files stay
             result.model.save_pretrained(str(output_dir), safe_serialization=True)
             tokenizer.save_pretrained(str(output_dir))
+            permissions_from_umask(output_dir)
             write_run_card(output_dir, "sft", {**(run_config or {}), "sft": asdict(config)}, metrics=metrics,
                            timings={"train": metrics["train_seconds"]})
     return metrics

@@ -50,6 +50,7 @@ from ..core.errors import NonFiniteLossError
 from ..core.lock import run_lock
 from ..core.precision import resolve_mixed_precision
 from ..core.run import ResumableRun, finished_run_card
+from ..core.files import permissions_from_umask
 from ..core.run_card import Timer, write_run_card
 from .advantages import masked_mean, masked_whiten_shards
 from .kl import AdaptiveKLController, FixedKLController
@@ -305,6 +306,7 @@ class PPOTrainer:
         policy = self.accelerator.unwrap_model(self.policy)
         policy.save_pretrained(directory)
         self.tokenizer.save_pretrained(str(directory))
+        permissions_from_umask(directory)
         history = [{k: v for k, v in h.items() if k != "samples"} for h in self.state["history"]]
         changes = {"settings_changes": self.state["settings_changes"]} if self.state.get("settings_changes") else {}
         write_run_card(directory, "ppo", {**self.run_config, "ppo": asdict(self.config)},

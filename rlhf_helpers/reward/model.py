@@ -47,7 +47,7 @@ from ..sources import resolve_source
 from ..core.precision import autocast
 from ..core.tensors import last_token_index, position_ids_from_mask, right_pad
 from ..data.preferences import truncate
-from ..core.files import read_json_file, restore_hint
+from ..core.files import permissions_from_umask, read_json_file, restore_hint
 from ..data.tokenizer import load_tokenizer, tokenizer_fingerprint
 from ..policy.model import (
     check_tokenizer_matches, expected_tokenizer_fingerprint, refuse_other_kind, safetensors_keys, source_of,
@@ -207,6 +207,7 @@ def save_reward_model(model: RewardModel, tokenizer, directory: str | Path, extr
             "architecture": "GPT2Model + Linear(n_embd, 1, bias=False) on the last real token"}
     (directory / REWARD_CONFIG_NAME).write_text(json.dumps(info, indent=2) + "\n")
     tokenizer.save_pretrained(str(directory))
+    permissions_from_umask(directory)
     return directory
 
 

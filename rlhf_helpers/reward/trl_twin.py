@@ -24,6 +24,7 @@ from transformers import GPT2Config, GPT2ForSequenceClassification
 
 from ..config import RewardConfig
 from ..core.precision import resolve_mixed_precision
+from ..core.files import permissions_from_umask
 from ..core.run_card import write_run_card
 from ..data.preferences import course_pairs, tokenize_pairs
 from ..policy.model import load_policy
@@ -162,6 +163,7 @@ def train_reward_twin(config, output_dir: str | Path, policy: str | Path, progre
     eval_seconds = time.perf_counter() - start
     classifier.save_pretrained(str(output_dir))
     tokenizer.save_pretrained(str(output_dir))
+    permissions_from_umask(output_dir)
     summary = {"dir": str(output_dir), "heldout_accuracy": accuracy, "heldout_pairs": len(heldout["full"]),
                "train_pairs": len(train_pairs), "steps": settings.max_steps}
     timings = {"train": round(result["train_seconds"], 1), "evaluate": round(eval_seconds, 1)}
