@@ -522,9 +522,7 @@ def stage_ppo(config: CourseConfig, output_dir: str | Path | None = None, resume
     ``allow_changed_settings``: resume even if the checkpoint was written with other settings.
     """
     with guarded_stage(config, "ppo", output_dir) as output_dir:
-        if config.tokenizer_name_or_path is not None:
-            print(f"note: ppo uses the SFT policy's own tokenizer; --tokenizer-name-or-path "
-                  f"{config.tokenizer_name_or_path} is not used here.", file=sys.stderr)
+        _note_unused_tokenizer(config, "ppo")
         lm, tokenizer = load_policy(policy_source(config))
         prompts = build_dataset(tokenizer, config, split="train")["input_ids"]
         if config.ppo.batch_size > len(prompts):
@@ -568,6 +566,7 @@ def stage_evaluate(config: CourseConfig, n_prompts: int | None = None, policies:
             if name in skipped or (isinstance(source, str) and not Path(source).exists()):
                 continue
             check_model_files(Path(source), f"the {name} policy")
+        _note_unused_tokenizer(config, "evaluate")
         for name, why in skipped.items():  # said before the long work, not only in the run card
             print(f"note: {name} skipped: {why}", file=sys.stderr)
         device = process_state().device
@@ -597,6 +596,13 @@ def stage_evaluate(config: CourseConfig, n_prompts: int | None = None, policies:
         write_run_card(out, "evaluate", config.to_dict(), metrics=results, timings=timings, n_prompts=n_prompts,
                        skipped=skipped)
     return {"dir": str(out), **results, **({"skipped": skipped} if skipped else {})}
+
+
+def _note_unused_tokenizer(config: CourseConfig, stage: str) -> None:
+    """Say that ``--tokenizer-name-or-path`` does not apply: a trained model brings its own tokenizer."""
+    if config.tokenizer_name_or_path is not None:
+        print(f"note: {stage} uses the SFT policy's own tokenizer; --tokenizer-name-or-path "
+              f"{config.tokenizer_name_or_path} is not used here.", file=sys.stderr)
 
 
 def _not_trained(name: str, source: str | Path) -> str | None:
