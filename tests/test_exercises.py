@@ -212,3 +212,22 @@ def test_solution_cells_pass_their_checks_with_only_the_allowed_names(notebook, 
                 found.add(name)
     assert found == expected, f"{notebook}: exercises without a solution cell: {sorted(expected - found)}"
     assert capsys.readouterr().out.count("✓") == len(expected)
+
+
+def test_a_failed_check_shows_its_message_not_the_checking_machinery():
+    """Jupyter shows `_render_traceback_`: the stub's message alone; for a crash, the learner's traceback first."""
+    from rlhf_helpers.exercises.checking import call
+
+    def stubbed():
+        raise NotImplementedError()
+
+    def crashing():
+        return 1 / 0
+
+    with pytest.raises(ExerciseFailed) as stub:
+        call(stubbed)
+    assert stub.value._render_traceback_() == [f"ExerciseFailed: {stub.value}"]
+    with pytest.raises(ExerciseFailed) as crash:
+        call(crashing, case="x = 1")
+    shown = "\n".join(crash.value._render_traceback_())
+    assert "in crashing" in shown and "ZeroDivisionError" in shown and shown.endswith("on the case: x = 1")

@@ -12,6 +12,7 @@ check on its solution, so a solution that stopped matching the package fails the
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -20,6 +21,15 @@ import torch
 
 class ExerciseFailed(AssertionError):
     """The learner's function gave a wrong answer; the message says which case and, if known, why."""
+
+    def _render_traceback_(self) -> list[str]:
+        """What Jupyter shows for a failed check: the message, not the ~20 lines of the checking machinery. When
+        the learner's own code raised, its traceback comes first (that is where the bug is)."""
+        lines = []
+        if self.__cause__ is not None:
+            lines += "".join(traceback.format_exception(self.__cause__)).rstrip("\n").split("\n")
+            lines += ["", "The check, on that error:"]
+        return lines + [f"ExerciseFailed: {self}"]
 
 
 @dataclass(frozen=True)
