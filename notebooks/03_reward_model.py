@@ -44,10 +44,10 @@
 # 5. explain why the reward is normalised on samples of the SFT policy, and check that it is.
 #
 # **Prerequisites.** Notebooks 01 (the held-out split) and 02 (the SFT policy, its tokenizer, padding and masks);
-# the sigmoid and logistic regression. **Time:** about an hour: the three exercises, and cells that run 10–30
-# minutes in all on a laptop CPU, most of it in two live trainings (sections 4 and 5) of 2–3 minutes each on a
-# 2-core CPU with bf16 instructions and up to about 10 on one without or on a busy machine (each prints its time),
-# both optional: every later section uses the shipped reward model.
+# the sigmoid and logistic regression. **Time:** about an hour: the three exercises, and cells that run about 7
+# minutes in all on 2 idle CPU cores with bf16 instructions (the run recorded here), most of it in two live
+# trainings (sections 4 and 5: 149 s and 111 s here), several times that on a CPU without bf16 or on a busy machine
+# (each prints its time); both are optional: every later section uses the shipped reward model.
 # **Takes from notebook 02:** the shipped SFT policy (the reward model starts from its transformer) and its
 # tokenizer; from notebook 01, the train / eval split.
 
@@ -356,9 +356,10 @@ print("same reward alone / right-padded / left-padded / both:",
 # ```
 #
 # A short live run, "killed" half-way and resumed from its checkpoint: a small fraction of the shipped model's
-# training (its run card, read below, has the numbers). **The training cell takes 2–3 minutes** on a 2-core CPU
-# with bf16 instructions (AVX512-BF16 or AMX), and up to about 10 on one without or on a busy machine, as in the run
-# recorded here (a progress bar shows where it is; the last line prints the time and whether bf16 was used).
+# training (its run card, read below, has the numbers). **The training cell takes about 2.5 minutes** on 2 idle
+# CPU cores with bf16 instructions (AVX512-BF16 or AMX) — 149 s in the run recorded here — and up to about 10 on a
+# CPU without them or on a busy machine (a progress bar shows where it is; the last line prints the time and
+# whether bf16 was used).
 # Nothing after this section uses the model it trains (the later sections score the shipped one), so you may skip it.
 
 # %% tags=["nbval-check-output"]
@@ -464,8 +465,8 @@ assert abs(trl_loss - our_loss) < 1e-5
 # then cosine to 10%, clipping at 1, bf16 where fast; no gradient checkpointing, which TRL turns on by default and
 # which only costs time on a small model). TRL samples batches at random from the mixed pairs, so short snippets
 # would be padded to full-review length; `group_by_length` batches pairs of similar length together instead.
-# **This cell takes 2–3 minutes** on a 2-core CPU with bf16 instructions, and up to about 10 on one without or on a
-# busy machine (a progress bar shows where it is; the last line prints the time); the cells after it read the
+# **This cell takes about 2 minutes** on 2 idle CPU cores with bf16 instructions, and up to about 10 on a CPU
+# without them or on a busy machine (a progress bar shows where it is; the last line prints the time); the cells after it read the
 # recorded run, so you may skip it.
 
 # %%
@@ -511,7 +512,7 @@ plt.show()
 # features of words and word pairs, and a logistic regression trained on the **same train rows** (as a
 # classifier of labels: with a linear score, that is the same objective as Bradley–Terry on positive/negative
 # pairs). Its log-odds are a score, evaluated on the **same held-out pairs**. Fitting it on all train reviews took
-# 43 s in the run recorded here. (The tests fit it on a few thousand reviews only.)
+# 17 s in the run recorded here. (The tests fit it on a few thousand reviews only.)
 
 # %%
 fit_rows = splits["train"].select(range(budget(learner=len(splits["train"]), ci=3_000)))

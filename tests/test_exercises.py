@@ -231,3 +231,10 @@ def test_a_failed_check_shows_its_message_not_the_checking_machinery():
         call(crashing, case="x = 1")
     shown = "\n".join(crash.value._render_traceback_())
     assert "in crashing" in shown and "ZeroDivisionError" in shown and shown.endswith("on the case: x = 1")
+
+
+def test_every_learner_cell_has_its_own_id():
+    """nbformat 4.5 cells carry ids; without them JupyterLab adds some and shows the copy as modified on opening."""
+    for path in sorted((Path(__file__).parent.parent / "notebooks" / "learner").glob("*.ipynb")):
+        ids = [cell.get("id") for cell in json.loads(path.read_text())["cells"]]
+        assert all(ids) and len(set(ids)) == len(ids), path.name

@@ -31,6 +31,8 @@ class Claim:
     source: str | Callable[[], tuple[str, ...]]
     """Regex over the cell outputs with the same groups, or a function giving the true values as strings."""
     in_code: bool = False
+    flags: int = 0
+    """Regex flags for `source` (``re.S`` when it spans cells)."""
 
     def __str__(self) -> str:
         return f"{self.notebook}: {self.text}"
@@ -53,7 +55,10 @@ def _learning_rates() -> tuple[str, ...]:
 CLAIMS = [
     Claim("02_sft_policy", r"over 8 without — (\d+) s in the run recorded here", r"steps in (\d+) s;"),
     Claim("02_sft_policy", r"recorded here took (\d+) s", r"steps in (\d+) s;"),
-    Claim("03_reward_model", r"(\d+) s in the run recorded here", r"reviews in (\d+) s;"),
+    Claim("03_reward_model", r"(\d+) s in the run recorded here\. \(The tests", r"reviews in (\d+) s;"),
+    Claim("03_reward_model", r"— (\d+) s in the run recorded here —", r"pairs in (\d+) s, mixed precision"),
+    Claim("03_reward_model", r"sections 4 and 5: (\d+) s and (\d+) s here",
+          r"pairs in (\d+) s, mixed precision.*?TRL steps in (\d+) s;", flags=re.S),
     Claim("03_reward_model", r"\(([\d,]+) in section 6's fit\)", r"; ([\d,]+) features"),
     Claim("03_reward_model", r"\(([+−-]\d\.\d\d) at k = 4, ([+−-]\d\.\d\d) at k = 64\)",
           r"midpoint per k: 4: ([+-]\d\.\d\d),[^\n]* 64: ([+-]\d\.\d\d)"),
@@ -92,7 +97,7 @@ def disagreement(claim: Claim, notebook: dict) -> str | None:
     if callable(claim.source):
         true = claim.source()
     else:
-        found = re.search(claim.source, outputs(notebook))
+        found = re.search(claim.source, outputs(notebook), flags=claim.flags)
         if found is None:
             return f"no output matches {claim.source!r}: re-execute the notebook or update the claim"
         true = found.groups()
