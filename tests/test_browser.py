@@ -70,6 +70,9 @@ WIDGET_SECONDS = 120  # a slider's redraw, a generation
 
 # A cell's error as JupyterLab shows it: IPython's traceback header, "<ename>   Traceback (most recent call last)".
 TRACEBACK_HEADER = re.compile(r"^(?P<ename>[\w.]+)\s+Traceback \(most recent call last\)", re.MULTILINE)
+# A failed exercise check as JupyterLab shows it: only its message (`ExerciseFailed._render_traceback_`), after the
+# learner's own traceback when their code raised.
+CHECK_FAILURE = re.compile(r"^(?P<ename>ExerciseFailed): (?P<message>.*)", re.MULTILINE | re.DOTALL)
 # A widget shown as its text repr means the widget extension did not render it.
 WIDGET_REPR = re.compile(r"^(interactive|VBox|HBox|Box|FloatSlider|IntSlider|Button|Text|Output)\(", re.MULTILINE)
 
@@ -335,8 +338,12 @@ class Notebook:
         found = []
         for i in cells:
             for mime, text in self.outputs(i):
-                header = TRACEBACK_HEADER.search(text)
-                if mime == "application/vnd.jupyter.stderr" and header:
+                if mime != "application/vnd.jupyter.stderr":
+                    continue
+                header, failure = TRACEBACK_HEADER.search(text), CHECK_FAILURE.search(text)
+                if failure:
+                    found.append((i, failure["ename"], failure["message"].strip()))
+                elif header:
                     last = [line for line in text.strip().splitlines() if line.strip()][-1]
                     found.append((i, header["ename"], last.strip()))
         return found
@@ -344,7 +351,8 @@ class Notebook:
     def stderr(self, cells) -> list[tuple[int, str]]:
         """(cell, text) of every stderr stream that is not an error (warnings: shown in red, but no failure)."""
         return [(i, text.strip()) for i in cells for mime, text in self.outputs(i)
-                if mime == "application/vnd.jupyter.stderr" and not TRACEBACK_HEADER.search(text)]
+                if mime == "application/vnd.jupyter.stderr" and not TRACEBACK_HEADER.search(text)
+                and not CHECK_FAILURE.search(text)]
 
     def cut_off_labels(self, cells) -> list[tuple[int, str]]:
         """(cell, label) of widget labels too narrow for their text (shown with an ellipsis)."""
