@@ -44,7 +44,7 @@ from .core.assets import ASSETS_DIR, shipped_tokenizer_dir
 from .core.checkpoint import complete_checkpoint, safetensors_problem
 from .core.distributed import is_main_process, plan_shards, process_state, wait_for_everyone
 from .core.errors import BadValueError, DamagedFileError, MissingError, UnavailableError
-from .core.files import OutputLocationError, check_writable_dir
+from .core.files import OutputLocationError, check_writable_dir, restore_hint
 from .core.lock import check_not_locked, run_lock
 from .core.run import finished_run_card
 from .core.validation import flag_name
@@ -169,8 +169,6 @@ def check_outputs(config: CourseConfig, stage: str, outputs: list[tuple[Path, st
 def check_model_files(directory: Path, what: str) -> None:
     """Refuse a model directory that is not one (no config.json) or whose weights are truncated, before any work:
     `DamagedFileError` / `MissingError` naming the file and how to get a good copy."""
-    from .core.files import restore_hint
-
     if not directory.is_dir():
         return  # the loader says what is missing, with the stage that writes it
     if not (directory / "config.json").is_file():
