@@ -21,9 +21,9 @@
 # GPT-2 fine-tuned on IMDb reviews. This notebook builds that model:
 #
 # 1. the language-modelling objective, perplexity, and the next-token loss written by you (exercise 2.1);
-# 2. a short **live training from scratch** (2–3 minutes on a 2-core CPU with bf16 instructions,
-#    over 8 without — 499 s in the run recorded here; the cell prints its own time), with its loss curve and a resumed
-#    interruption;
+# 2. a short **live training from scratch** (about 2 minutes on 2 idle CPU cores with bf16 instructions,
+#    over 8 without or on a busy machine — 116 s in the run recorded here; the cell prints its own time), with its
+#    loss curve and a resumed interruption;
 # 3. the **shipped checkpoint**: a 4-layer GPT-2 trained by this course's own command, its perplexity on
 #    held-out reviews against a random model, and samples;
 # 4. **generation**: the one sampling helper the whole course uses (left padding, KV cache, temperature, top-k and
@@ -41,7 +41,8 @@
 #
 # **Prerequisites.** Notebook 01 (the tokenizer, the held-out split, the prompts); PyTorch tensors and
 # `F.cross_entropy` / `F.log_softmax`; the softmax. **Time:** about 45 minutes: the three exercises, and cells
-# that run 5–10 minutes in all on a laptop CPU (the live training is most of it).
+# that run about 2.5 minutes in all on 2 idle CPU cores with bf16 instructions (138 s in the run recorded here; the
+# live training is most of it), over 10 on a CPU without bf16 or on a busy machine.
 # **Takes from notebook 01:** the IMDb tokenizer (the same one, shipped with the policy), the train/eval split and
 # `build_dataset`'s prompts.
 
@@ -161,8 +162,8 @@ print(repr(tokenizer.decode(train_blocks[0, :40])))
 #
 # Here it runs for a short budget; the shipped model trained far longer (its run card, read here, says how long).
 # To show resuming, the run is "killed" half-way and restarted from its checkpoint. **The training cell takes
-# 2–3 minutes** on a 2-core CPU with bf16 instructions (AVX512-BF16 or AMX), and over 8 on one without: the run
-# recorded here took 499 s (a progress bar shows where it is; the last line prints the time). Nothing after this section uses the model it
+# about 2 minutes** on 2 idle CPU cores with bf16 instructions (AVX512-BF16 or AMX), and over 8 on one without or on
+# a busy machine: the run recorded here took 116 s (a progress bar shows where it is; the last line prints the time). Nothing after this section uses the model it
 # trains: sections 3 and 4 load the shipped policy, so you may skip this cell.
 
 # %%
@@ -489,9 +490,10 @@ import ipywidgets as widgets
 from IPython.display import display
 
 prompt_box = widgets.Text(value="The movie was a unique experience because", description="prompt", layout={"width": "600px"})
-temperature_slider = widgets.FloatSlider(value=1.0, min=0.1, max=2.0, step=0.1, description="temperature")
-top_k_slider = widgets.IntSlider(value=0, min=0, max=200, step=5, description="top-k (0=off)")
-top_p_slider = widgets.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top-p")
+wide = {"description_width": "initial"}  # labels in full, not cut off
+temperature_slider = widgets.FloatSlider(value=1.0, min=0.1, max=2.0, step=0.1, description="temperature", style=wide)
+top_k_slider = widgets.IntSlider(value=0, min=0, max=200, step=5, description="top-k (0=off)", style=wide)
+top_p_slider = widgets.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top-p", style=wide)
 length_slider = widgets.IntSlider(value=40, min=4, max=120, description="new tokens")
 samples_slider = widgets.IntSlider(value=3, min=1, max=8, description="samples")
 button = widgets.Button(description="Generate", button_style="primary")

@@ -53,7 +53,7 @@ def _learning_rates() -> tuple[str, ...]:
 
 
 CLAIMS = [
-    Claim("02_sft_policy", r"over 8 without — (\d+) s in the run recorded here", r"steps in (\d+) s;"),
+    Claim("02_sft_policy", r"on a busy machine — (\d+) s in the run recorded here", r"steps in (\d+) s;"),
     Claim("02_sft_policy", r"recorded here took (\d+) s", r"steps in (\d+) s;"),
     Claim("03_reward_model", r"(\d+) s in the run recorded here\. \(The tests", r"reviews in (\d+) s;"),
     Claim("03_reward_model", r"— (\d+) s in the run recorded here —", r"pairs in (\d+) s, mixed precision"),
