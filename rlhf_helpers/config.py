@@ -90,6 +90,7 @@ class TrainConfig:
     """Seed of this stage's randomness (data order, sampling); set from the course seed."""
 
     stage: ClassVar[str] = ""  # the name of the stage in `CourseConfig` ("ppo"): the prefix of messages and flags
+    batch_field: ClassVar[str] = "batch"  # the field(s) that give the rows a step cuts into shards, for messages
 
     @property
     def _prefix(self) -> str:
@@ -143,6 +144,7 @@ class SFTConfig(SupervisedConfig):
     """Supervised fine-tuning: next-token prediction on packed IMDb reviews (notebook 02)."""
 
     stage: ClassVar[str] = "sft"
+    batch_field: ClassVar[str] = "sft.batch_size"
 
     max_steps: int = 3000
     """Optimiser steps if the time budget does not end training first (the shipped model: 4,500)."""
@@ -157,12 +159,18 @@ class SFTConfig(SupervisedConfig):
     max_train_blocks: int | None = None
     """Use only the first N packed training blocks (None: all of IMDb train; small values for demos/tests)."""
 
+    @property
+    def batch_rows(self) -> int:
+        """Blocks in one step's global batch."""
+        return self.batch_size
+
 
 @dataclass
 class RewardConfig(SupervisedConfig):
     """The Bradley–Terry reward model, initialised from the SFT policy (notebook 03)."""
 
     stage: ClassVar[str] = "reward"
+    batch_field: ClassVar[str] = "reward.full_batch_size + reward.snippet_batch_size"
 
     max_steps: int = 800
     """Optimiser steps if the time budget does not end training first."""
@@ -193,10 +201,15 @@ class RewardConfig(SupervisedConfig):
     """Train prompts whose responses, sampled from the SFT policy as PPO samples them, set the reward's mean and
     standard deviation after training (Huang et al. 2023, reward normalisation)."""
 
+    @property
+    def batch_rows(self) -> int:
+        """Pairs in one step's global batch (both views)."""
+        return self.full_batch_size + self.snippet_batch_size
+
     def _check_relations(self) -> None:
         if self.full_batch_size + self.snippet_batch_size < 1:
             raise BadValueError(f"{self._prefix}full_batch_size and {self._prefix}snippet_batch_size are both 0: at "
-                             "least one view needs pairs (one of them may be 0 to train on the other view only).")
+                                "least one view needs pairs (one of them may be 0 to train on the other view only).")
 
 
 @dataclass
@@ -206,6 +219,7 @@ class PPOConfig(TrainConfig):
     time budget (a fixed number of steps gives the same result on a busy machine)."""
 
     stage: ClassVar[str] = "ppo"
+    batch_field: ClassVar[str] = "ppo.mini_batch_size"  # a mini-batch is what is cut into shards
 
     max_steps: int = 200
     """PPO steps (rollout + update) at most; the learning rate anneals linearly to 0 over them. On 2 CPU cores
@@ -283,6 +297,11 @@ class PPOConfig(TrainConfig):
     rounding, so runs differ from the plain path's. Off here: the plain path is the one notebook 05 writes out
     (`transformers`' own forward), and the one the speed is measured against."""
 
+    @property
+    def batch_rows(self) -> int:
+        """Rollouts in one mini-batch: what an update step cuts into shards."""
+        return self.mini_batch_size
+
     def validate(self, context_length: int | None = None) -> None:
         """Raise a `TypeError` / `ValueError` that says what is allowed, before any model is loaded.
 
@@ -292,17 +311,17 @@ class PPOConfig(TrainConfig):
         super().validate()
         if context_length is not None and self.response_max_tokens + 8 > context_length:
             raise BadValueError(f"{self._prefix}response_max_tokens={self.response_max_tokens} plus an 8-token prompt "
-                             f"exceeds the model's context of {context_length} tokens: lower "
-                             f"{self._prefix}response_max_tokens.")
+                                f"exceeds the model's context of {context_length} tokens: lower "
+                                f"{self._prefix}response_max_tokens.")
 
     def _check_relations(self) -> None:
         p = self._prefix
         if self.batch_size % self.mini_batch_size:
             raise BadValueError(f"{p}batch_size={self.batch_size} is not divisible into mini-batches of "
-                             f"{p}mini_batch_size={self.mini_batch_size}: choose a mini_batch_size that divides it.")
+                                f"{p}mini_batch_size={self.mini_batch_size}: choose a mini_batch_size that divides it.")
         if self.response_min_tokens > self.response_max_tokens:
             raise BadValueError(f"response length bounds [{self.response_min_tokens}, {self.response_max_tokens}] are "
-                             f"empty or reversed: need 1 <= {p}response_min_tokens <= {p}response_max_tokens.")
+                                f"empty or reversed: need 1 <= {p}response_min_tokens <= {p}response_max_tokens.")
 
 
 @dataclass
@@ -325,6 +344,7 @@ class DPOConfig(PreferenceTrainingConfig):
     """DPO (notebook 08; Rafailov et al. 2023, "Direct Preference Optimization", section 4)."""
 
     stage: ClassVar[str] = "dpo"
+    batch_field: ClassVar[str] = "dpo.batch_size"
 
     beta: float = 0.1
     """Strength of the implicit KL leash (the paper's IMDb sweep: 0.05, 0.1, 1, 5)."""
@@ -341,6 +361,7 @@ class PreferredFTConfig(PreferenceTrainingConfig):
     """Supervised fine-tuning on the chosen completions (the DPO paper's "Preferred-FT" baseline, section 6)."""
 
     stage: ClassVar[str] = "preferred_ft"
+    batch_field: ClassVar[str] = "preferred_ft.batch_size"
 
     max_steps: int = 200
     """Optimiser steps."""
@@ -459,14 +480,14 @@ class CourseConfig:
         check_fields(self)
         if not self.name.strip() or self.name in (".", "..") or any(sep in self.name for sep in "/\\"):
             raise BadValueError(f"name (the profile) must be a plain directory name, got {self.name!r}. "
-                             f"Available profiles: {', '.join(sorted(PROFILES))}.")
+                                f"Available profiles: {', '.join(sorted(PROFILES))}.")
         for stage in STAGES:
             getattr(self, stage).validate()
         self.evaluation.validate()
         unknown = [stage for stage in self.run_trains if stage not in ("sft", "reward", "ppo")]
         if unknown or "ppo" not in self.run_trains:
             raise BadValueError(f"run_trains must name training stages among 'sft', 'reward', 'ppo' and include 'ppo', "
-                             f"got {self.run_trains!r}.")
+                                f"got {self.run_trains!r}.")
         if self.prompt_min_tokens < 1 or self.prompt_max_tokens < self.prompt_min_tokens:
             raise BadValueError(
                 f"Prompt-length bounds [{self.prompt_min_tokens}, {self.prompt_max_tokens}] are empty "
@@ -480,12 +501,12 @@ class CourseConfig:
             )
         if self.n_embd % self.n_head:
             raise BadValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: each attention head "
-                             "gets n_embd / n_head dimensions (choose n_head dividing n_embd).")
+                                "gets n_embd / n_head dimensions (choose n_head dividing n_embd).")
         if self.model_name_or_path is None:  # a fresh model: its context is n_positions
             for where, length in (("sft.block_size", self.sft.block_size), ("reward.max_length", self.reward.max_length)):
                 if length > self.n_positions:
                     raise BadValueError(f"{where}={length} exceeds the model's context, n_positions={self.n_positions}: "
-                                     f"need {where} <= n_positions.")
+                                        f"need {where} <= n_positions.")
 
 
 STAGES = {"sft": SFTConfig, "reward": RewardConfig, "ppo": PPOConfig, "dpo": DPOConfig,

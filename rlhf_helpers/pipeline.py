@@ -40,7 +40,7 @@ from huggingface_hub import constants, try_to_load_from_cache
 from transformers import GPT2LMHeadModel
 
 from .config import ARTIFACTS, DEFAULT_PROFILE, CourseConfig, check_n_prompts
-from .core.assets import ASSETS_DIR, shipped_tokenizer_dir
+from .core.assets import ASSETS_DIR
 from .core.checkpoint import complete_checkpoint, safetensors_problem
 from .core.distributed import is_main_process, plan_shards, process_state, wait_for_everyone
 from .core.errors import BadValueError, DamagedFileError, MissingError, UnavailableError
@@ -53,7 +53,7 @@ from .core.run_card import read_run_card, write_run_card
 from .data import FILTERED_ROWS, build_dataset, load_imdb, load_imdb_splits
 from .data.imdb import HUB_DATASET_ID, IMDB_TRAIN_ROWS, hub_is_offline
 from .data.preferences import course_pairs, tokenize_pairs
-from .data.tokenizer import describe_tokenizer, get_tokenizer, load_tokenizer, tokenizer_dir, train_course_tokenizer
+from .data.tokenizer import describe_tokenizer, get_tokenizer, load_tokenizer, tokenizer_source, train_course_tokenizer
 from .evaluation import default_judges, evaluate_policy
 from .evaluation.report import format_run_summary, report_figure
 from .policy.model import load_policy, new_policy_model
@@ -62,7 +62,7 @@ from .ppo.trainer import PPOTrainer, reward_autocast_dtype
 from .ppo.value_head import PolicyWithValueHead
 from .reward.model import RewardModel, RewardScorer, load_reward_model, save_reward_model
 from .reward.training import evaluate_scorer, fit_normalisation, sample_reference_texts, train_reward_model
-from .sources import policy_source, reward_source
+from .sources import looks_like_path, policy_source, reward_source
 
 __all__ = ["stage_tokenizer", "stage_data", "stage_sft", "stage_reward", "stage_reward_trl", "stage_ppo",
            "stage_evaluate", "stage_run", "export_policy", "reward_model_available", "check_writable_dir",
@@ -81,10 +81,6 @@ class HubUnavailableError(UnavailableError):
 
 
 TRAINING_STAGES = ("sft", "reward", "ppo")
-_BATCH = {"sft": lambda c: ("sft.batch_size", c.sft.batch_size),
-          "reward": lambda c: ("reward.full_batch_size + reward.snippet_batch_size",
-                               c.reward.full_batch_size + c.reward.snippet_batch_size),
-          "ppo": lambda c: ("ppo.mini_batch_size", c.ppo.mini_batch_size)}
 _INPUT_NAMES = {"policy": "the SFT policy", "reward": "the reward model", "tokenizer": "the tokenizer",
                 "ppo": "the PPO policy", "start": "the model it starts from (--model-name-or-path)"}
 
@@ -116,8 +112,7 @@ def stage_inputs(config: CourseConfig, stage: str) -> dict[str, Path]:
         elif what == "start":
             source = config.model_name_or_path
         else:
-            source = config.tokenizer_name_or_path or (tokenizer_dir(config) if (tokenizer_dir(config) / "tokenizer.json").exists()
-                                                     else shipped_tokenizer_dir(config.name))
+            source = tokenizer_source(config)
         if source is None:
             continue
         if isinstance(source, str) and not Path(source).expanduser().exists():
@@ -185,9 +180,7 @@ def _check_named_paths(config: CourseConfig) -> None:
     """A tokenizer or model given as a path must exist (else it would be taken for a hub id)."""
     for field, what in (("tokenizer_name_or_path", "tokenizer"), ("model_name_or_path", "model")):
         name = getattr(config, field)
-        if name is None or Path(name).expanduser().exists():
-            continue
-        if os.sep in name or name.startswith((".", "~")):
+        if name is not None and looks_like_path(name) and not Path(name).expanduser().exists():
             raise MissingError(f"{flag_name('', field)} {name}: no such directory. Pass a directory holding the "
                                f"{what}'s files, a hub id (e.g. gpt2), or leave the flag out for the profile's own.")
 
@@ -209,11 +202,10 @@ def preflight(config: CourseConfig, stage: str, output_dir: str | os.PathLike | 
     for what, source in stage_inputs(config, stage).items():
         if what != "tokenizer" and not (what == "ppo" and not (source / "config.json").exists()):
             check_model_files(source, _INPUT_NAMES[what])
-    if stage in _BATCH:
-        where, rows = _BATCH[stage](config)
+    if stage in TRAINING_STAGES:
         settings = getattr(config, stage)
-        plan_shards(rows, settings.micro_batch_size, int(os.environ.get("WORLD_SIZE", "1")), where=where,
-                    micro_flag=settings.flag("micro_batch_size"))
+        plan_shards(settings.batch_rows, settings.micro_batch_size, int(os.environ.get("WORLD_SIZE", "1")),
+                    where=settings.batch_field, micro_flag=settings.flag("micro_batch_size"))
     if stage == "ppo" and config.ppo.batch_size > IMDB_TRAIN_ROWS * (1 - config.eval_fraction):
         raise BadValueError(f"ppo.batch_size={config.ppo.batch_size} is more than the train prompts (at most "
                             f"{int(IMDB_TRAIN_ROWS * (1 - config.eval_fraction)):,}): lower --ppo.batch-size.")

@@ -32,7 +32,8 @@ KINDS = {"policy": ("sft", shipped_policy_dir), "reward": ("reward", shipped_rew
 WEIGHTS = "model.safetensors"
 
 
-def _looks_like_path(name: str) -> bool:
+def looks_like_path(name: str) -> bool:
+    """Whether a name is meant as a local path (it has a separator, starts with . or ~, or exists), not a hub id."""
     return os.sep in name or name.startswith((".", "~")) or Path(name).expanduser().exists()
 
 
@@ -53,7 +54,7 @@ def resolve_source(kind: str, name_or_path: str | os.PathLike | None = None,
         return Path(name_or_path).expanduser()
     name = str(name_or_path)
     if name not in PROFILES:
-        if kind == "reward" or _looks_like_path(name):
+        if kind == "reward" or looks_like_path(name):
             return Path(name).expanduser()
         return name  # a hub id
     profile = config if config is not None and config.name == name else get_config(name)

@@ -133,10 +133,10 @@ def read_json_file(file: str | Path, what: str = "file", missing_ok: bool = Fals
         data = json.loads(file.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
         raise BadValueError(f"The {what} {file} is corrupt or truncated (not valid JSON: {err}). "
-                         f"{restore_hint(file.parent, kind)}.") from err
+                            f"{restore_hint(file.parent, kind)}.") from err
     if not isinstance(data, dict):
         raise BadValueError(f"The {what} {file} holds a JSON {type(data).__name__}, not an object: it is corrupt. "
-                         f"{restore_hint(file.parent, kind)}.")
+                            f"{restore_hint(file.parent, kind)}.")
     return data
 
 

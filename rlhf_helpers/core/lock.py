@@ -82,33 +82,35 @@ def _acquire(path: Path) -> bool:
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": " ".join(sys.argv)}
     for _ in range(5):
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except OSError as err:
-            if err.errno == errno.ENOSPC:
-                raise DiskFullError(f"The disk holding {path.parent} is full: not even the lock file {path} can be "
-                                    "written. Free some space (or choose another --output-dir / RLHF_ARTIFACTS), then "
-                                    "run the same command again.") from err
-            if not isinstance(err, FileExistsError):
-                raise
+            _create(path, json.dumps(mine) + "\n")
+        except FileExistsError:
             text, holder = _read(path)
             if _alive(holder, key):
                 raise RunLockedError(_held_message(path, holder)) from None
             _take_over(path, text, holder)
             continue
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(json.dumps(mine) + "\n")
-        except OSError as err:
-            path.unlink(missing_ok=True)
-            if err.errno == errno.ENOSPC:
-                raise DiskFullError(f"The disk holding {path.parent} is full: the lock file {path} could not be "
-                                    "written. Free some space (or choose another --output-dir / RLHF_ARTIFACTS), "
-                                    "then run the same command again.") from err
-            raise
         _held[key] = 1
         return True
     raise RunLockedError(f"Could not take the lock {path}: other runs keep taking it. Wait for them, or choose "
                          "another --output-dir.")
+
+
+def _create(path: Path, text: str) -> None:
+    """Create the lock file with `text`, atomically (``FileExistsError`` if it exists); a full disk is named."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+        except OSError:
+            path.unlink(missing_ok=True)  # a half-written lock would be read as another run's
+            raise
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise DiskFullError(f"The disk holding {path.parent} is full: the lock file {path} could not be "
+                                "written. Free some space (or choose another --output-dir / RLHF_ARTIFACTS), then "
+                                "run the same command again.") from err
+        raise
 
 
 def _release(path: Path) -> None:

@@ -83,10 +83,6 @@ class LoopResult:
         return summary
 
 
-_BATCH_FIELDS = {"sft": "sft.batch_size", "reward": "reward.full_batch_size + reward.snippet_batch_size",
-                 "dpo": "dpo.batch_size", "preferred_ft": "preferred_ft.batch_size"}
-
-
 def train_loop(model: torch.nn.Module, config, output_dir: str | Path, loss_fn: LossFn,
                evaluate: Callable[[torch.nn.Module], dict], *, name: str, batch_rows: int, resume: bool = True,
                progress: bool = True, stop_after: int | None = None,
@@ -114,7 +110,7 @@ def train_loop(model: torch.nn.Module, config, output_dir: str | Path, loss_fn: 
     """
     with run_lock(output_dir):
         run = ResumableRun(config, output_dir, name=name, batch_rows=batch_rows,
-                           batch_field=_BATCH_FIELDS.get(config.stage, "batch"), data_settings=data_settings)
+                           batch_field=config.batch_field, data_settings=data_settings)
         run.state["train_log"] = []
         wrapped, optimizer = run.prepare(model, make_optimizer(model, config), lambda step: lr_at(step, config))
         if resume:

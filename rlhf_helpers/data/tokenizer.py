@@ -83,10 +83,10 @@ def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     if path.exists():
         if not path.is_dir():
             raise NotADirectoryRefusal(f"{path} is a file; a tokenizer is a directory holding tokenizer.json "
-                                     "(e.g. an sft_policy directory).")
+                                       "(e.g. an sft_policy directory).")
         if not (path / "tokenizer.json").exists() and not (path / "vocab.json").exists():
             raise MissingError(f"No tokenizer files in {path} (expected tokenizer.json). Re-run "
-                                    "`python -m rlhf_helpers tokenizer` or check the path.")
+                               "`python -m rlhf_helpers tokenizer` or check the path.")
         kind = "reward" if (path / "reward_config.json").exists() else "policy" if (path / "config.json").exists() else "tokenizer"
         for name in TOKENIZER_FILES:
             read_json_file(path / name, "tokenizer file", missing_ok=True, kind=kind)
@@ -94,7 +94,7 @@ def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
             tokenizer = AutoTokenizer.from_pretrained(str(path))
         except Exception as err:
             raise BadValueError(f"The tokenizer files in {path} could not be read ({type(err).__name__}: {err}); "
-                             f"they are corrupt or incomplete. {restore_hint(path, kind)}.") from err
+                                f"they are corrupt or incomplete. {restore_hint(path, kind)}.") from err
     else:
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
@@ -155,11 +155,18 @@ def train_course_tokenizer(config, splits=None) -> PreTrainedTokenizerFast:
     return train_bpe_tokenizer((clean_review(t) for t in splits["train"]["text"]), vocab_size=config.vocab_size)
 
 
-def get_tokenizer(config) -> PreTrainedTokenizerBase:
-    """The profile's tokenizer: a hub id / directory if configured, else the saved or shipped IMDb BPE."""
+def tokenizer_source(config) -> str | Path | None:
+    """Where the profile's tokenizer comes from: the configured hub id / directory, else the IMDb BPE saved by the
+    ``tokenizer`` stage, else the shipped one; None when there is none yet (then it is trained)."""
     if config.tokenizer_name_or_path is not None:
-        return load_tokenizer(config.tokenizer_name_or_path)
+        return config.tokenizer_name_or_path
     for directory in (tokenizer_dir(config), shipped_tokenizer_dir(config.name)):
         if (directory / "tokenizer.json").exists():
-            return load_tokenizer(directory)
-    return train_course_tokenizer(config)
+            return directory
+    return None
+
+
+def get_tokenizer(config) -> PreTrainedTokenizerBase:
+    """The profile's tokenizer (`tokenizer_source`), trained on IMDb when there is none yet."""
+    source = tokenizer_source(config)
+    return load_tokenizer(source) if source is not None else train_course_tokenizer(config)

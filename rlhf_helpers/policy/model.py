@@ -135,7 +135,7 @@ def safetensors_keys(file: Path, kind: str = "policy") -> set[str]:
             return set(handle.keys())
     except Exception as err:
         raise DamagedFileError(f"{file} is corrupt or truncated ({type(err).__name__}: {err}). "
-                           f"{restore_hint(Path(file).parent, kind)}.") from err
+                               f"{restore_hint(Path(file).parent, kind)}.") from err
 
 
 def checkpoint_kind(directory: str | Path, keys: set[str] | None = None) -> str | None:
@@ -163,16 +163,16 @@ def refuse_other_kind(directory: Path, wanted: str, keys: set[str] | None = None
         return
     if kind == "reward":
         raise BadValueError(f"{directory} holds a reward model (reward_config.json and a reward head), not a policy. "
-                         f"Load it with `load_reward_model('{directory}')`; `load_policy` takes a policy directory "
-                         "(sft_policy or ppo_policy).")
+                            f"Load it with `load_reward_model('{directory}')`; `load_policy` takes a policy directory "
+                            "(sft_policy or ppo_policy).")
     if kind == "sequence_classifier":
         loader = "`load_policy` takes a policy directory (sft_policy or ppo_policy)" if wanted == "policy" else \
             "`load_reward_model` takes a directory written by `python -m rlhf_helpers reward`"
         raise BadValueError(f"{directory} holds TRL's sequence-classification reward model (written by "
-                         "`python -m rlhf_helpers reward --trl`), not a " + ("policy" if wanted == "policy" else
-                         "reward model of ours") + ". Load it with `transformers.GPT2ForSequenceClassification."
-                         f"from_pretrained('{directory}')` and wrap it with `RewardModel.from_sequence_classifier` "
-                         f"to score texts; {loader}.")
+                            "`python -m rlhf_helpers reward --trl`), not a " + ("policy" if wanted == "policy" else
+                            "reward model of ours") + ". Load it with `transformers.GPT2ForSequenceClassification."
+                            f"from_pretrained('{directory}')` and wrap it with `RewardModel.from_sequence_classifier` "
+                            f"to score texts; {loader}.")
     raise BadValueError(f"{directory} holds a policy (a GPT-2 language model: no reward head, no reward_config.json), "
                      f"not a reward model. Load it with `load_policy('{directory}')`; to train a reward model from it "
                      "run `python -m rlhf_helpers reward`.")
@@ -217,15 +217,15 @@ def load_policy(
             model = GPT2LMHeadModel.from_pretrained(path).to(device).eval()
         except OSError as err:
             raise UnavailableError(f"Could not load {path!r} from the Hugging Face hub or its local cache ({err}). Offline? "
-                          "Download it once with the hub on, pass a local directory, or use the tiny profile "
-                          "(`load_policy('tiny')`, shipped with the package).") from err
+                                   "Download it once with the hub on, pass a local directory, or use the tiny profile "
+                                   "(`load_policy('tiny')`, shipped with the package).") from err
         tokenizer = load_tokenizer(path)
         check_tokenizer_matches(model, tokenizer, where=f"(hub {path})")
         record_tokenizer(model, tokenizer)
         return model, tokenizer
     if path.is_file():
         raise NotADirectoryRefusal(f"{path} is a file; a policy is a directory holding config.json, model.safetensors "
-                                 "and tokenizer.json (e.g. the sft_policy written by `python -m rlhf_helpers sft`).")
+                                   "and tokenizer.json (e.g. the sft_policy written by `python -m rlhf_helpers sft`).")
     if not path.is_dir():
         raise MissingError(
             f"No policy checkpoint at {path}. Train one with `python -m rlhf_helpers sft` or pass a "
@@ -240,16 +240,16 @@ def load_policy(
     config = read_json_file(path / "config.json", "model config", kind="policy")
     if config.get("model_type", "gpt2") != "gpt2":
         raise BadValueError(f"{path / 'config.json'} describes a {config.get('model_type')!r} model; the course's "
-                         "policies are GPT-2 (model_type 'gpt2'). Pass a directory written by "
-                         "`python -m rlhf_helpers sft` or `ppo`.")
+                            "policies are GPT-2 (model_type 'gpt2'). Pass a directory written by "
+                            "`python -m rlhf_helpers sft` or `ppo`.")
     refuse_other_kind(path, "policy", safetensors_keys(path / WEIGHTS_NAME, "policy"))
     tokenizer = load_tokenizer(path)
     try:
         model = GPT2LMHeadModel.from_pretrained(str(path))
     except Exception as err:
         raise DamagedFileError(f"Policy checkpoint {path} could not be read ({type(err).__name__}: {err}): "
-                           "model.safetensors is corrupt or does not fit config.json. "
-                           f"{restore_hint(path, 'policy')}.") from err
+                               "model.safetensors is corrupt or does not fit config.json. "
+                               f"{restore_hint(path, 'policy')}.") from err
     model.source_dir = str(path)
     check_tokenizer_matches(model, tokenizer, where=f"in {path}",
                             expected_fingerprint=expected_tokenizer_fingerprint(model.config, path))

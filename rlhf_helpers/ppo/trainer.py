@@ -192,8 +192,8 @@ class PPOTrainer:
             self.kl_controller = FixedKLController(config.init_kl_coef)
         # The run engine: processes, seeds, schedule, budgets, checkpoints, lock, signals (`core.run`).
         # `mixed_precision` here overrides the config's (tests pin "no" for exact comparisons).
-        self.run = ResumableRun(config, output_dir, name="PPO", batch_rows=config.mini_batch_size,
-                                batch_field="ppo.mini_batch_size", mixed_precision=mixed_precision,
+        self.run = ResumableRun(config, output_dir, name="PPO", batch_rows=config.batch_rows,
+                                batch_field=config.batch_field, mixed_precision=mixed_precision,
                                 extra_state=lambda: {"kl_controller": self.kl_controller.state_dict()},
                                 data_settings=data_settings_of(self.run_config))
         self.accelerator, self.mixed_precision = self.run.accelerator, self.run.mixed_precision

@@ -106,7 +106,7 @@ class RewardModel(nn.Module):
             raise BadValueError(f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} differ in shape.")
         if input_ids.shape[1] > self.config.n_positions:
             raise BadValueError(f"Sequences of {input_ids.shape[1]} tokens exceed the context of {self.config.n_positions}; "
-                             "truncate them first (RewardScorer does).")
+                                "truncate them first (RewardScorer does).")
         hidden = self.transformer(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
         ).last_hidden_state  # [N, L, H]
@@ -232,11 +232,11 @@ def load_reward_model_weights(profile_or_path="tiny", device="cpu") -> tuple[Rew
                                  "tokenizer.json).")
     if not path.is_dir():
         raise MissingError(f"No reward model at {path}. Train one with `python -m rlhf_helpers reward` "
-                                "(or pass a directory written by `save_reward_model`).")
+                           "(or pass a directory written by `save_reward_model`).")
     for needed in ("config.json", WEIGHTS_NAME, "tokenizer.json"):
         if not (path / needed).is_file():
             raise MissingError(f"Reward model {path} is incomplete: {needed} is missing. "
-                                    f"{restore_hint(path, 'reward')}.")
+                               f"{restore_hint(path, 'reward')}.")
     read_json_file(path / "config.json", "model config", kind="reward")
     info = read_json_file(path / REWARD_CONFIG_NAME, "reward config", missing_ok=True, kind="reward") or {}
     keys = safetensors_keys(path / WEIGHTS_NAME, "reward")
@@ -245,20 +245,20 @@ def load_reward_model_weights(profile_or_path="tiny", device="cpu") -> tuple[Rew
         config = GPT2Config.from_pretrained(str(path))
     except Exception as err:
         raise BadValueError(f"{path / 'config.json'} could not be read as a GPT-2 config ({type(err).__name__}: {err}). "
-                         f"{restore_hint(path, 'reward')}.") from err
+                            f"{restore_hint(path, 'reward')}.") from err
     tokenizer = load_tokenizer(path)
     model = RewardModel(config)
     try:
         state = load_file(str(path / WEIGHTS_NAME))
     except Exception as err:
         raise DamagedFileError(f"{path / WEIGHTS_NAME} is corrupt or truncated ({type(err).__name__}: {err}). "
-                           f"{restore_hint(path, 'reward')}.") from err
+                               f"{restore_hint(path, 'reward')}.") from err
     try:
         model.load_state_dict(state, strict=True)
     except Exception as err:
         raise DamagedFileError(f"The weights in {path / WEIGHTS_NAME} do not fit a reward model of the shape in "
-                           f"config.json ({type(err).__name__}: {err}); they may be corrupt or from another "
-                           f"architecture. {restore_hint(path, 'reward')}.") from err
+                               f"config.json ({type(err).__name__}: {err}); they may be corrupt or from another "
+                               f"architecture. {restore_hint(path, 'reward')}.") from err
     model.source_dir = str(path)
     expected = info.get("tokenizer_fingerprint") or expected_tokenizer_fingerprint(config, path)
     check_tokenizer_matches(model, tokenizer, where=f"(reward model in {path})", expected_fingerprint=expected)
@@ -293,7 +293,7 @@ class RewardScorer:
             max_length = context
         if isinstance(max_length, bool) or not isinstance(max_length, numbers.Integral) or not 2 <= max_length <= context:
             raise BadValueError(f"max_length must be an integer from 2 to the reward model's context of {context} tokens "
-                             f"(or None for the whole context); got {max_length!r}.")
+                                f"(or None for the whole context); got {max_length!r}.")
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise BadValueError(f"batch_size must be an integer >= 1; got {batch_size!r}.")
         self.model = model.eval()
@@ -314,15 +314,15 @@ class RewardScorer:
             raise BadTypeError("score takes a list of texts; wrap a single text in a list: [text].")
         if not isinstance(texts, (list, tuple)):
             raise BadTypeError(f"score takes a list (or tuple) of strings; got a {type(texts).__name__}"
-                            + (" (iterating it would score its keys)" if isinstance(texts, dict) else "")
-                            + ". Pass list(...) of the texts themselves.")
+                               + (" (iterating it would score its keys)" if isinstance(texts, dict) else "")
+                               + ". Pass list(...) of the texts themselves.")
         texts = list(texts)
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise BadTypeError(f"text {i} is a {type(text).__name__}, not a str.")
             if text == "":
                 raise BadValueError(f"text {i} is empty: an empty text has no token to read a reward from. "
-                                 "Score the prompt + response, or drop empty texts.")
+                                    "Score the prompt + response, or drop empty texts.")
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
         too_long = [i for i, row in enumerate(ids) if len(row) > self.max_length]
         if too_long and not self._warned_truncation:
@@ -382,9 +382,9 @@ class RewardScorer:
         problems.append(f"fingerprints {tokenizer_fingerprint(theirs)} (policy) vs {tokenizer_fingerprint(mine)} "
                         "(reward model)")
         raise BadValueError("The policy's tokenizer does not match the reward model's: " + "; ".join(problems)
-                         + f". Policy tokenizer from {source_of(theirs)}; reward model and its tokenizer from "
-                         f"{self.source_dir}. Token ids from the policy would mean different words to the reward "
-                         "model: use a policy and a reward model trained from the same profile (the reward stage "
+                            + f". Policy tokenizer from {source_of(theirs)}; reward model and its tokenizer from "
+                            f"{self.source_dir}. Token ids from the policy would mean different words to the reward "
+                            "model: use a policy and a reward model trained from the same profile (the reward stage "
                          "starts from the SFT policy and keeps its tokenizer), or retrain the reward model from this "
                          "policy with `python -m rlhf_helpers reward`.")
 
