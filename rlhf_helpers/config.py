@@ -80,7 +80,8 @@ class TrainConfig:
     """Clip the global gradient norm to this (0: no clipping)."""
     mixed_precision: str = "auto"
     """"bf16", "fp16", "no", or "auto": what `accelerate launch` asked for, else bf16 where the processor has
-    fast bf16 (weights and optimiser state stay float32)."""
+    native bf16, fp16 with loss scaling on GPUs without it (V100, T4), float32 on other CPUs (weights and optimiser
+    state stay float32; `rlhf_helpers.core.precision`). fp16 on a CPU is refused."""
     checkpoint_every: int = 250
     """Steps between resumable checkpoints (one is also written at the end)."""
     threads: int | None = None

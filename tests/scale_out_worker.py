@@ -101,14 +101,17 @@ def run_ppo(args, tokenizer, out: Path) -> tuple[torch.nn.Module, dict]:
             time.sleep(args.delay)
         return letter_reward(batch)
 
+    extra = {} if args.ratio_threshold is None else {"ratio_threshold": args.ratio_threshold}
     config = PPOConfig(max_steps=args.steps, max_minutes=args.max_minutes, batch_size=8, mini_batch_size=4,
                        ppo_epochs=2, learning_rate=1e-3, response_min_tokens=3, response_max_tokens=6,
-                       checkpoint_every=2, seed=0, mixed_precision="no", micro_batch_size=args.micro_batch_size)
+                       checkpoint_every=2, seed=0, mixed_precision="no", micro_batch_size=args.micro_batch_size,
+                       **extra)
     trainer = PPOTrainer(PolicyWithValueHead(copy.deepcopy(lm)), copy.deepcopy(lm), tokenizer, reward, prompts,
                          config, out)
     trainer.maybe_resume()
     history = trainer.train(progress=False, stop_after=args.stop_after)
-    curve = [{k: round(h[k], 6) for k in ("score", "kl", "kl_coef", "policy_loss", "value_loss")} for h in history]
+    curve = [{k: round(h[k], 6) for k in ("score", "kl", "kl_coef", "policy_loss", "value_loss", "skipped_minibatches")}
+             for h in history]
     model = trainer.accelerator.unwrap_model(trainer.policy)
     return model, {"losses": curve, "steps": trainer.state["step"]}
 
@@ -122,6 +125,7 @@ def main() -> int:
     parser.add_argument("--max-minutes", type=float, default=None)
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--stop-after", type=int, default=None)
+    parser.add_argument("--ratio-threshold", type=float, default=None)  # PPO: low, to make it skip mini-batches
     args = parser.parse_args()
     torch.set_num_threads(1)  # two processes on two cores: one thread each, no oversubscription
     tokenizer = load_tokenizer(str(shipped_tokenizer_dir("tiny")))

@@ -28,6 +28,7 @@ import torch
 pytestmark = pytest.mark.slow  # launches processes
 
 WORKER = Path(__file__).with_name("scale_out_worker.py")
+CONFIGS = Path(__file__).parent.parent / "accelerate_configs"
 
 
 def free_port() -> int:
@@ -36,10 +37,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(stage: str, out: Path, processes: int, *args: str, timeout: int = 240) -> list[dict]:
-    """Run the worker on `processes` processes; returns each process's result (rank order)."""
+def launch(stage: str, out: Path, processes: int, *args: str, timeout: int = 240, deepspeed: bool = False) -> list[dict]:
+    """Run the worker on `processes` processes; returns each process's result (rank order).
+
+    `deepspeed`: under accelerate_configs/deepspeed_zero2.yaml on DeepSpeed's CPU accelerator (gloo), float32."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-    if processes == 1:
+    if deepspeed:
+        env["DS_ACCELERATOR"] = "cpu"
+        command = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
+                   str(CONFIGS / "deepspeed_zero2.yaml"), "--num_processes", str(processes), "--mixed_precision", "no",
+                   "--main_process_port", str(free_port()), str(WORKER), stage, str(out), *args]
+    elif processes == 1:
         command = [sys.executable, str(WORKER), stage, str(out), *args]
     else:
         env["ACCELERATE_USE_CPU"] = "true"
@@ -117,28 +125,40 @@ def test_the_shipped_accelerate_configs_load():
     """accelerate reads each config file the README points to (keys, types, distributed type)."""
     from accelerate.commands.config.config_args import load_config_from_file
 
-    root = Path(__file__).parent.parent / "accelerate_configs"
+    root = CONFIGS
     expected = {"one_gpu.yaml": ("NO", 1), "eight_gpus_ddp.yaml": ("MULTI_GPU", 8),
-                "two_machines.yaml": ("MULTI_GPU", 16)}
+                "two_machines.yaml": ("MULTI_GPU", 16), "deepspeed_zero2.yaml": ("DEEPSPEED", 8)}
     assert sorted(p.name for p in root.glob("*.yaml")) == sorted(expected)
     for name, (kind, processes) in expected.items():
         config = load_config_from_file(str(root / name))
         assert (config.distributed_type.value, config.num_processes) == (kind, processes), name
+    zero2 = load_config_from_file(str(root / "deepspeed_zero2.yaml")).deepspeed_config
+    assert zero2["zero_stage"] == 2
+    # the course fills these from the stage's config (core.distributed.configure_deepspeed): not set in the file
+    assert not {"gradient_accumulation_steps", "gradient_clipping", "deepspeed_config_file"} & set(zero2)
 
 
-def test_fsdp_and_deepspeed_are_refused_before_training():
-    """The loops accumulate, skip and clip themselves, which DeepSpeed's engine would do its own way: refused with
-    the configs that work, before any training."""
+def test_fsdp_and_zero3_are_refused_before_training_and_zero2_is_not():
+    """FSDP and ZeRO-3 shard the weights PPO samples from: refused before any training, naming ZeRO-2 and DDP;
+    ZeRO-0 too (its float32 step would apply the NaN gradient that a skipped PPO mini-batch is dropped by)."""
     from types import SimpleNamespace
 
     from rlhf_helpers.core.distributed import refuse_sharded_parameters
     from rlhf_helpers.core.errors import CourseError
 
-    for state in (SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=2), fsdp_plugin=None),
-                  SimpleNamespace(deepspeed_plugin=None, fsdp_plugin=object())):
-        with pytest.raises(CourseError, match="not supported .* Use DDP"):
-            refuse_sharded_parameters(SimpleNamespace(state=state))
-    refuse_sharded_parameters(SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=None, fsdp_plugin=None)))
+    def state(zero_stage=None, fsdp=None):
+        plugin = None if zero_stage is None else SimpleNamespace(zero_stage=zero_stage)
+        return SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=plugin, fsdp_plugin=fsdp))
+
+    with pytest.raises(CourseError, match="ZeRO-3 is not supported.*shards the weights.*Use ZeRO-2 "
+                                          r"\(accelerate_configs/deepspeed_zero2.yaml.*or DDP"):
+        refuse_sharded_parameters(state(3))
+    with pytest.raises(CourseError, match="ZeRO-0 is not supported.*not finite.*Use ZeRO-2"):
+        refuse_sharded_parameters(state(0))
+    with pytest.raises(CourseError, match="FSDP is not supported.*DeepSpeed ZeRO-2.*or DDP"):
+        refuse_sharded_parameters(state(fsdp=object()))
+    for ok in (state(), state(1), state(2)):
+        refuse_sharded_parameters(ok)
 
 
 def test_a_batch_that_does_not_split_is_refused_with_the_fields_to_change():

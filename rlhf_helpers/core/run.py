@@ -6,7 +6,9 @@ optimiser and the learning-rate multiplier of each step, and one function that d
 engine owns the rest, the same way for every stage:
 
 * **the processes**: accelerate's `Accelerator` (mixed precision), the shard plan of each step's global batch
-  (`rlhf_helpers.core.distributed`), one seed per process;
+  (`rlhf_helpers.core.distributed`), one seed per process; under DeepSpeed ZeRO-1/2, the engine's micro-batch,
+  accumulation and clipping filled from the stage's config (`core.distributed.configure_deepspeed`) — the loops
+  step the engine themselves (`core.distributed.backward` / `optimizer_step`); FSDP and ZeRO-3 are refused;
 * **the schedule**: a `LambdaLR` stepped by the loop once per optimiser step. It is *not* handed to
   ``accelerator.prepare`` (accelerate's wrapper steps it once per process per step, which would run the schedule
   N times too fast on N processes), but registered for checkpointing, so that ``save_state`` carries it;
@@ -39,10 +41,12 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, budget_of, load_checkpoint, resume_settings, save_checkpoint
-from .distributed import agree, refuse_sharded_parameters, shard_plan
+from .distributed import (
+    accelerator_kwargs, agree, configure_deepspeed, refuse_sharded_parameters, shard_plan,
+)
 from .errors import NonFiniteLossError
 from .lock import run_lock
-from .precision import resolve_mixed_precision
+from .precision import configure_deepspeed_precision, refuse_unscaled_fp16, resolve_mixed_precision
 from .signals import StopRequest, stop_on_signals
 from .threads import ThreadGovernor
 
@@ -137,11 +141,17 @@ class ResumableRun:
         self.output_dir = Path(output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoint"
         self.mixed_precision = resolve_mixed_precision(mixed_precision or config.mixed_precision)
-        self.accelerator = Accelerator(mixed_precision=self.mixed_precision)
-        refuse_sharded_parameters(self.accelerator)  # FSDP / DeepSpeed: refused before any training
+        refuse_unscaled_fp16(self.mixed_precision)  # fp16 on a CPU: no loss scaler
+        self.accelerator = Accelerator(mixed_precision=self.mixed_precision, **accelerator_kwargs())
+        refuse_sharded_parameters(self.accelerator)  # FSDP, ZeRO-3: refused before any training
         # which shards of every step's batch this process runs (a clear error if they cannot be equal)
         self.plan = shard_plan(self.accelerator, batch_rows, config.micro_batch_size, where=batch_field,
                                micro_flag=config.flag("micro_batch_size"))
+        # DeepSpeed (ZeRO-1/2): its micro-batch, accumulation, clipping and precision from ours, before `prepare`
+        # reads them
+        configure_deepspeed(self.accelerator, self.plan, batch_rows, config.max_grad_norm,
+                            where=batch_field, clip_flag=config.flag("max_grad_norm"))
+        configure_deepspeed_precision(self.accelerator, self.mixed_precision)
         # each process its own stream (dropout, sampling); batches and shards are seeded apart
         # (Huang et al. 2023, "The N Implementation Details of RLHF with PPO": seeds per process)
         set_seed(config.seed + self.accelerator.process_index)

@@ -12,7 +12,6 @@ The caller saves the final model and the run card (they differ per stage).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from .distributed import Shard, mean_over_processes
+from .distributed import Shard, backward, mean_over_processes, micro_batch, optimizer_step
 from .lock import run_lock
 from .run import ResumableRun, batch_indices, finished_message, finished_run_card, interrupted_message
 
@@ -153,28 +152,28 @@ def _optimizer_step(run: ResumableRun, model, optimizer, loss_fn: LossFn, step: 
 
     Each shard's loss is divided by the number of local shards and DDP averages over processes, so the gradient
     is the mean over all shards of the step (`rlhf_helpers.core.distributed`). Gradients are synchronised only
-    after the last local shard (``no_sync`` before). Returns the loss and logs, averaged over all shards.
+    after the last local shard (``no_sync`` before). A non-finite loss on any process stops every process before
+    the last backward (so DeepSpeed's engine never steps on it). Returns the loss and logs, averaged over all shards.
     """
     accelerator = run.accelerator
     shards = run.plan.local_shards()
     losses, logs_sum, finite = [], {}, True
     for k, shard in enumerate(shards):
-        syncing = k == len(shards) - 1
-        with contextlib.nullcontext() if syncing else accelerator.no_sync(model):
+        last = k == len(shards) - 1
+        with micro_batch(accelerator, model, last):
             with accelerator.autocast():
                 loss, logs = loss_fn(model, step, shard, accelerator.device)
-            finite = finite and bool(torch.isfinite(loss))
-            # backward even when not finite: every process must take part in the gradient all-reduce
-            accelerator.backward(loss / len(shards))
-        losses.append(loss.item())
+            losses.append(loss.item())
+            finite = finite and math.isfinite(losses[-1])
+            if last:  # agreed by every process, before the backward that ends the step
+                run.check_finite(finite, f"The {run.name} loss ({losses})")
+            backward(accelerator, model, loss, len(shards), last=last)
         for key, value in logs.items():
             logs_sum[key] = logs_sum.get(key, 0.0) + value
-    run.check_finite(finite, f"The {run.name} loss ({losses})")
-    if run.config.max_grad_norm:
-        accelerator.clip_grad_norm_(model.parameters(), run.config.max_grad_norm)
-    optimizer.step()
+    # under fp16 a step whose gradients overflowed is dropped by the loss scaler (not an error); the schedule still
+    # follows the step count
+    optimizer_step(accelerator, model, optimizer, run.config.max_grad_norm)
     run.scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
     means = mean_over_processes(accelerator, {"loss": sum(losses) / len(losses),
                                               **{k: v / len(shards) for k, v in logs_sum.items()}})
     return means.pop("loss"), means

@@ -32,7 +32,6 @@ This module: `ppo_update` (step 5) and `PPOTrainer` (the loop). Steps 1–4: `rl
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import asdict
 from functools import partial
@@ -44,7 +43,7 @@ import torch
 
 from ..config import PPOConfig, data_settings_of
 from ..core.distributed import (
-    Shard, agree, mean_over_processes, shard_seed, sum_over_processes,
+    Shard, agree, backward, mean_over_processes, micro_batch, optimizer_step, shard_seed, sum_over_processes,
 )
 from ..core.errors import NonFiniteLossError
 from ..core.lock import run_lock
@@ -94,7 +93,7 @@ def ppo_update(policy, optimizer, accelerator, rollouts: Rollout | list[Rollout]
     local_batch, local_mini = config.batch_size // count, config.mini_batch_size // count
     generators = [torch.Generator().manual_seed(minibatch_seed(config.seed, step, shard)) for shard in shards]
     stats: dict[str, list[float]] = {}
-    skipped = 0
+    skipped = overflowed = 0
     for _ in range(config.ppo_epochs):
         orders = [torch.randperm(local_batch, generator=g) for g in generators]
         for start in range(0, local_batch, local_mini):
@@ -104,8 +103,8 @@ def ppo_update(policy, optimizer, accelerator, rollouts: Rollout | list[Rollout]
             finite, too_far, rows = True, False, []
             for k, (rollout, idx, adv) in enumerate(zip(rollouts, picks, advantages)):
                 mask = rollout.response_mask[idx]
-                syncing = k == len(rollouts) - 1  # all-reduce the gradients after the last local shard only
-                with contextlib.nullcontext() if syncing else accelerator.no_sync(policy):
+                last = k == len(rollouts) - 1  # all-reduce the gradients after the last local shard only
+                with micro_batch(accelerator, policy, last):
                     with accelerator.autocast():  # the same precision as the rollout's passes
                         # fast path: the second output is the log-softmax at the real tokens, which the
                         # entropy reuses
@@ -120,8 +119,16 @@ def ppo_update(policy, optimizer, accelerator, rollouts: Rollout | list[Rollout]
                     finite = finite and bool(torch.isfinite(loss))
                     # the policy moved too far from the rollout's: this gradient would be garbage (skipped below)
                     too_far = too_far or pg_stats["ratio_mean"] > config.ratio_threshold
-                    # backward whatever happens: every process must take part in the all-reduce
-                    accelerator.backward(loss / len(rollouts))
+                    if last:
+                        # one decision for all processes, before the backward that ends the mini-batch (DeepSpeed's
+                        # engine steps right after it): a NaN or a runaway ratio on any shard skips / stops everywhere
+                        _, too_far, bad = agree(accelerator, seconds=0.0, stop=too_far, bad=not finite)
+                        if bad:
+                            raise NonFiniteLossError(
+                                f"PPO loss is not finite at step {step} (on at least one process). The last good "
+                                "checkpoint is kept: lower the learning rate (or check the reward function's "
+                                "scores), then run the same command again.")
+                    backward(accelerator, policy, loss, len(rollouts), last=last, skip=last and too_far)
                 with torch.no_grad():
                     if config.fast_path:  # [M] at the real tokens: their mean is the masked mean
                         entropy = entropy_from_log_softmax(logits).mean().item()
@@ -129,26 +136,21 @@ def ppo_update(policy, optimizer, accelerator, rollouts: Rollout | list[Rollout]
                         entropy = masked_mean(entropy_from_logits(logits), mask).item()
                 rows.append({"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), "entropy": entropy,
                              **pg_stats, **vf_stats})
-            # one decision for all processes: a NaN or a runaway ratio on any shard skips / stops everywhere
-            _, too_far, bad = agree(accelerator, seconds=0.0, stop=too_far, bad=not finite)
-            if bad:
-                raise NonFiniteLossError(f"PPO loss is not finite at step {step} (on at least one process). The last "
-                                         "good checkpoint is kept: lower the learning rate (or check the reward "
-                                         "function's scores), then run the same command again.")
+            # a skip drops the gradients (and its statistics); under fp16 the loss scaler drops a step whose
+            # gradients overflowed (normal: its scale was too high), which is counted, not an error
+            applied = optimizer_step(accelerator, policy, optimizer, config.max_grad_norm, skip=too_far)
             if too_far:
                 skipped += 1
-                optimizer.zero_grad(set_to_none=True)
                 continue
-            if config.max_grad_norm:
-                accelerator.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            overflowed += not applied
             for row in rows:
                 for key, value in row.items():
                     stats.setdefault(key, []).append(float(value))
     summary = {k: float(np.mean(v)) for k, v in stats.items()}
     summary = mean_over_processes(accelerator, summary)  # skips are agreed, so every process has the same keys
     summary["skipped_minibatches"] = skipped
+    if overflowed:  # fp16 only: mini-batches whose step the loss scaler dropped
+        summary["overflow_minibatches"] = overflowed
     return summary
 
 
