@@ -15,6 +15,7 @@ lists what each check recognises: the "common mistakes" box under every exercise
 # 05 ppo, 06 loop, 07 evaluation, 08 beyond); imported in course order so EXERCISES is in course order
 from . import intro, data, generation, reward, trl, ppo, loop, evaluation, beyond  # noqa: E402
 from .checking import EXERCISES, Exercise, ExerciseFailed
+from .predictions import Prediction, predict
 from .intro import *  # noqa: F401,F403
 from .data import *  # noqa: F401,F403
 from .generation import *  # noqa: F401,F403
@@ -25,6 +26,6 @@ from .loop import *  # noqa: F401,F403
 from .evaluation import *  # noqa: F401,F403
 from .beyond import *  # noqa: F401,F403
 
-__all__ = ["EXERCISES", "Exercise", "ExerciseFailed",
+__all__ = ["EXERCISES", "Exercise", "ExerciseFailed", "Prediction", "predict",
            *intro.__all__, *data.__all__, *generation.__all__, *reward.__all__, *trl.__all__, *ppo.__all__, *loop.__all__,
            *evaluation.__all__, *beyond.__all__]

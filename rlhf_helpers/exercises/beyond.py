@@ -6,6 +6,8 @@
   against `rlhf_helpers.beyond_ppo.dpo.implicit_rewards`.
 * ``dpo_loss``: the mean of -log sigmoid(beta [chosen log-ratio - rejected log-ratio]) (equation 7), against
   `rlhf_helpers.beyond_ppo.dpo.dpo_loss`.
+* ``sequence_logprobs``: the sum of log p(x_t | x_<t) over the completion tokens of each right-padded row, from one
+  forward pass of a causal LM, against `rlhf_helpers.beyond_ppo.dpo.sequence_logprobs`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from ..beyond_ppo.dpo import implicit_rewards as reference_implicit_rewards
 from ..beyond_ppo.dpo import kl_regularised_optimum as reference_optimum
 from .checking import call, exercise, expect, expect_close, passed
 
-__all__ = ["check_kl_regularised_optimum", "check_implicit_reward", "check_dpo_loss"]
+__all__ = ["check_kl_regularised_optimum", "check_implicit_reward", "check_dpo_loss", "check_sequence_logprobs"]
 
 
 def _first(answer):
@@ -145,3 +147,74 @@ def check_dpo_loss(fn) -> None:
                 "if large margins give inf, use F.logsigmoid rather than log(sigmoid).")
         count += 1
     passed("dpo_loss", count)
+
+
+# ----------------------------------------------------------------------------------------------
+# Exercise 8.4: the log-probability of a completion
+# ----------------------------------------------------------------------------------------------
+
+
+def _sequence_cases(vocab_size: int, seed: int = 84):
+    """(description, input_ids [N, L], attention_mask [N, L], completion_mask [N, L]): right-padded rows of a prompt
+    then a completion, the prompts and the completions of different lengths, so that the prompt, the padding and a
+    shift by one each change the sum."""
+    g = torch.Generator().manual_seed(seed)
+    cases = []
+    for prompt_lengths, completion_lengths in [([3, 5, 2, 4], [4, 2, 6, 1]), ([2, 6, 3], [5, 3, 4])]:
+        ends = torch.tensor(prompt_lengths) + torch.tensor(completion_lengths)
+        columns = torch.arange(int(ends.max()))[None, :]
+        attention = (columns < ends[:, None]).long()
+        completion = ((columns >= torch.tensor(prompt_lengths)[:, None]) & attention.bool()).long()
+        ids = torch.where(attention.bool(), torch.randint(2, vocab_size, attention.shape, generator=g),
+                          torch.zeros_like(attention))
+        cases.append((f"N={len(prompt_lengths)} rows, prompt lengths {prompt_lengths}, completion lengths "
+                      f"{completion_lengths}, right-padded to {attention.shape[1]} with token 0", ids, attention,
+                      completion))
+    return cases
+
+
+@exercise("08", "sequence_logprobs", difficulty=2, importance=5, minutes=10)
+def check_sequence_logprobs(fn) -> None:
+    """`fn(model, input_ids [N, L], attention_mask [N, L], completion_mask [N, L]) -> [N]`: the sum of
+    log p(x_t | x_<t) over the completion tokens of each right-padded row, as
+    `rlhf_helpers.beyond_ppo.dpo.sequence_logprobs`; gradients must reach the model (DPO trains through it)."""
+    from ..beyond_ppo.dpo import sequence_logprobs as reference_sequence_logprobs
+    from .ppo import one_thread, tiny_gpt2
+
+    model = tiny_gpt2(seed=8)
+    cases = _sequence_cases(model.config.vocab_size)
+    with one_thread():
+        for case, ids, attention, completion in cases:
+            with torch.no_grad():
+                expected = reference_sequence_logprobs(model, ids, attention, completion)
+                log_p = torch.log_softmax(model(input_ids=ids, attention_mask=attention).logits.float(), -1)
+            answer = call(fn, model, ids.clone(), attention.clone(), completion.clone(), case=case)
+            next_token = log_p[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)  # [N, L-1]: log p(x_t | x_<t), t >= 1
+            own_token = log_p.gather(-1, ids[..., None]).squeeze(-1)  # [N, L]: each token read from its own column
+            scored = completion[:, 1:].to(next_token.dtype)
+            expect_close(answer, expected, "sequence_logprobs", case=case, atol=1e-4, diagnoses=[
+                ((next_token * attention[:, 1:]).sum(1), "the prompt tokens are counted: you summed over the "
+                 "attention mask, which is 1 on the prompt too. log pi(y|x) is the completion's log-probability "
+                 "GIVEN the prompt: sum over the completion mask. (In DPO's margin the terms of a prompt shared by "
+                 "the chosen and the rejected completion cancel, but the implicit rewards, and every log pi(y|x) you "
+                 "report, would carry them.)"),
+                (next_token.sum(1), "the padding is counted: you summed over every position. Multiply by the "
+                 "completion mask (shifted like the targets, completion_mask[:, 1:]) before the sum."),
+                ((next_token * completion[:, :-1]).sum(1), "the mask is off by one: the target of the logits at t - 1 "
+                 "is token t, so the mask must be shifted like the targets, completion_mask[:, 1:]. With "
+                 "completion_mask[:, :-1] the first completion token is dropped and the token after the completion "
+                 "counted."),
+                ((own_token * completion).sum(1), "no shift: each token is read from the logits at its own column, "
+                 "which predict the NEXT token. Score token t with the logits at t - 1: logits[:, :-1] against "
+                 "input_ids[:, 1:]."),
+                ((next_token * scored).sum(1) / scored.sum(1), "that is the mean over each completion's tokens: "
+                 "DPO uses the SUM, log pi(y|x) of the whole completion (a length-normalised mean is another "
+                 "method's choice, e.g. SimPO's)."),
+                ((next_token * scored).mean(1), "that is the masked sum divided by the row's length (a mean): "
+                 "DPO uses the SUM over the completion tokens, log pi(y|x) of the whole completion."),
+            ])
+            expect(isinstance(answer, torch.Tensor) and answer.requires_grad,
+                   "sequence_logprobs: no gradient reaches the model (a torch.no_grad(), .detach() or .item() "
+                   "inside?). DPO trains the policy through these sums; the caller wraps the reference's pass in "
+                   f"torch.no_grad().\n  case: {case}")
+    passed("sequence_logprobs", len(cases))

@@ -1,10 +1,13 @@
-"""Checks of notebook 07's exercises: measuring a policy and the over-optimisation of its reward model.
+"""Checks of notebook 07's exercises: measuring a policy, the over-optimisation of its reward model, and a broken run.
 
 * ``distinct_n``: unique n-grams / all n-grams over a set of responses, against `rlhf_helpers.evaluation.distinct_n`.
 * ``fit_rl_curve``: least squares of Gao et al. 2022's RL form R(d) = d (alpha - beta log d), against
   `rlhf_helpers.evaluation.overoptimisation.fit_overoptimisation`.
 * ``best_of_n_kl``: KL(best-of-n || base) = log n - (n - 1) / n, against
   `rlhf_helpers.evaluation.overoptimisation.best_of_n_kl`.
+* ``debug_diagnosis``: the bug of each run of the debug run card (``scripts/debug_runs.py``,
+  `rlhf_helpers.evaluation.broken_runs`), against the card's answer key; a wrong label is answered with the
+  statistic that gives its run away, in that run's own numbers.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from ..evaluation.overoptimisation import best_of_n_kl as reference_best_of_n_kl
 from ..evaluation.overoptimisation import fit_overoptimisation
 from .checking import call, exercise, expect, expect_close, passed
 
-__all__ = ["check_distinct_n", "check_fit_rl_curve", "check_best_of_n_kl"]
+__all__ = ["check_distinct_n", "check_fit_rl_curve", "check_best_of_n_kl", "check_debug_diagnosis"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,3 +143,89 @@ def check_best_of_n_kl(fn) -> None:
                          (torch.tensor(math.log2(n) - (n - 1) / n), "log base 2: KL in nats uses the natural log."),
                      ], hint="KL(best-of-n || base) = log n - (n - 1) / n.")
     passed("best_of_n_kl", len(ns))
+
+
+# ----------------------------------------------------------------------------------------------
+# Exercise 7.4: debug this run
+# ----------------------------------------------------------------------------------------------
+
+
+def debug_card() -> dict:
+    """The run card of the broken runs that notebook 07's capstone plots (``scripts/debug_runs.py``)."""
+    from ..core.assets import shipped_results_dir
+    from ..core.run_card import read_run_card
+
+    return read_run_card(shipped_results_dir("tiny"), "debug")
+
+
+def _series(history: list[dict], key: str) -> np.ndarray:
+    return np.array([row[key] for row in history], dtype=float)
+
+
+def _tell(bug: str, history: list[dict], runs: dict[str, list[dict]]) -> str:
+    """What gives `bug` away in its run's `history`, with the run's own numbers (`runs`: every run's history, for
+    the median it is compared with). Each sentence ends by naming the bug."""
+    score, kl, beta = _series(history, "score"), _series(history, "kl"), _series(history, "kl_coef")
+    steps = len(history)
+    if bug == "healthy":
+        return (f"it shows none of the signatures: its KL grows slowly to {kl[-1]:.1f} nats and is 0 at step 1, its score rises "
+                f"({score[0]:+.2f} at step 1, {score[-5:].mean():+.2f} over the last 5 steps), its explained "
+                f"variance reaches {_series(history, 'explained_variance').max():.2f} and its clip fraction is small "
+                f"but never 0 — nothing in it is broken: it is the healthy run.")
+    if bug == "kl_sign_flipped":
+        return (f"its KL runs away ({kl[-1]:.0f} nats at step {steps}) while β *rises* ({beta[0]:.3f} → "
+                f"{beta[-1]:.3f}) and its entropy collapses ({_series(history, 'entropy')[-1]:.2f} nats at the end), "
+                f"yet its score does not fall from the start (best {score.max():+.2f}): the policy is paid for "
+                "moving away — the KL penalty's sign is flipped.")
+    if bug == "reference_is_policy":
+        return (f"its KL is {np.abs(kl).max():.3g} at every one of its {steps} steps, while its score climbs "
+                f"({score[0]:+.2f} → {score[-1]:+.2f}): the reference is the policy itself, not a frozen copy, so "
+                "the KL measures nothing and nothing holds the policy back.")
+    if bug == "raw_scores":
+        first = np.median([h[0]["value_loss"] for h in runs.values()])
+        return (f"its value loss at step 1 is {history[0]['value_loss']:.2f}, {history[0]['value_loss'] / first:.0f}× "
+                f"the median run's ({first:.2f}), and stays that large; its score moves in larger steps: these are "
+                "the reward model's raw scores, not normalised to mean 0, std 1 on the SFT policy's samples.")
+    if bug == "no_value_loss":
+        return (f"its explained variance is {np.abs(_series(history, 'explained_variance')).max():.3g} at every step "
+                "— not about 0, exactly 0: the values do no better than a constant because they are the constant 0; "
+                "the value head still outputs its initial zeros — the value loss is switched off (vf_coef = 0).")
+    if bug == "advantages_negated":
+        return (f"its score falls from the first steps ({score[0]:+.2f} at step 1, {score.min():+.2f} at its lowest), "
+                f"the only run that gets worse at what it is trained for, and its KL grows to {kl[-1]:.0f} nats: "
+                "the advantages have the wrong sign.")
+    if bug == "ratio_always_one":
+        clip, approx = _series(history, "clip_fraction"), _series(history, "approx_kl")
+        return (f"its clip fraction is {clip.max():.3g} at every step (and approx_kl {np.abs(approx).max():.3g}): no "
+                "token is ever clipped because the ratio is always 1 — the \"old\" log-probs come from the current "
+                "policy instead of the rollout.")
+    if bug == "top_p_mismatch":
+        return (f"its KL is already {kl[0]:.2f} nats at step 1, before any update, when the policy still *is* the "
+                "reference (every other run reads 0 there): the responses were sampled with top-p and the rollout "
+                "kept the sampler's log-probs while the reference's come from the full distribution.")
+    raise KeyError(f"no tell for the bug {bug!r}: add one to rlhf_helpers/exercises/evaluation.py")
+
+
+@exercise("07", "debug_diagnosis", difficulty=3, importance=5, minutes=25)
+def check_debug_diagnosis(fn) -> None:
+    """`fn() -> {"run A": bug name, ...}`: the bug of every run of the debug run card ("healthy" for none)."""
+    card = debug_card()
+    key = card["answer_key"]
+    options = sorted(card["bugs"])
+    runs = {label: part["result"]["history"] for label, part in card["parts"].items()}
+    answer = call(fn, case="debug_diagnosis()")
+    expect(isinstance(answer, dict), f"debug_diagnosis: return a dict {{'run A': bug name, ...}}, got "
+                                      f"{type(answer).__name__}.")
+    answer = {str(label).strip(): str(name).strip().lower() for label, name in answer.items()}
+    missing = [label for label in key if label not in answer]
+    expect(not missing, f"debug_diagnosis: {', '.join(missing)} has no diagnosis: name the bug of every run "
+                        f"{sorted(key)}.")
+    extra = [label for label in answer if label not in key]
+    expect(not extra, f"debug_diagnosis: there is no {', '.join(extra)}; the runs are {sorted(key)}.")
+    unknown = {label: name for label, name in answer.items() if name not in options}
+    expect(not unknown, "debug_diagnosis: " + "; ".join(f"{label}: {name!r}" for label, name in unknown.items())
+           + f" is not one of the options {options}.")
+    wrong = [label for label in sorted(key) if answer[label] != key[label]]
+    expect(not wrong, f"debug_diagnosis: {len(wrong)} of {len(key)} runs misdiagnosed:\n" + "\n".join(
+        f"  {label} (you said {answer[label]}): {_tell(key[label], runs[label], runs)}" for label in wrong))
+    passed("debug_diagnosis", len(key))

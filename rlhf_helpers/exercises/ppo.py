@@ -1,10 +1,14 @@
-"""Checks of notebook 05's exercises: the pieces of PPO (masked statistics, rewards, GAE, losses, β).
+"""Checks of notebook 05's exercises: the pieces of PPO (masked statistics, log-probs, entropy, KL estimates, rewards,
+GAE, losses, β).
 
 Each check compares the learner's function with the package's own (`rlhf_helpers.ppo.*`) on random inputs whose
 padding holds junk, so that a mask forgotten anywhere changes the answer, and names the usual mistakes.
 """
 
 from __future__ import annotations
+
+import math
+from contextlib import contextmanager
 
 import torch
 
@@ -18,8 +22,9 @@ from ..ppo.losses import clipped_policy_loss as reference_clipped_policy_loss
 from ..ppo.losses import clipped_value_loss as reference_clipped_value_loss
 from .checking import ExerciseFailed, call, exercise, expect, expect_close, passed
 
-__all__ = ["check_masked_mean", "check_masked_whiten", "check_per_token_rewards", "check_compute_gae",
-           "check_clipped_policy_loss", "check_clipped_value_loss", "check_adaptive_kl_update"]
+__all__ = ["check_masked_mean", "check_masked_whiten", "check_response_logprobs", "check_entropy_from_logits",
+           "check_kl_penalty", "check_per_token_rewards", "check_compute_gae", "check_clipped_policy_loss",
+           "check_clipped_value_loss", "check_adaptive_kl_update"]
 
 
 def right_padded_mask(lengths: list[int], width: int) -> torch.Tensor:
@@ -104,7 +109,306 @@ def _loss_with_gradient(answer, what: str, wrt: str, case: str) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
-# Exercise 5.3: per-token rewards
+# Exercise 5.3: the log-probabilities of a response
+# ----------------------------------------------------------------------------------------------
+
+
+def tiny_gpt2(seed: int = 0, vocab_size: int = 48):
+    """A random 2-layer, 16-wide `GPT2LMHeadModel` in eval mode, without dropout: the model of the checks that run a
+    forward pass. Token 0 is its padding, 1 its EOS.
+
+    Its weights are large (std 0.5, GPT-2's own is 0.02), so that log-probs are far from uniform and a token moved
+    by one position, or attending to the padding, scores visibly differently. It is built under a forked random
+    state: running a check leaves the notebook's global RNG where it was.
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(vocab_size=vocab_size, n_positions=32, n_embd=16, n_layer=2, n_head=2, initializer_range=0.5,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, pad_token_id=0, bos_token_id=1,
+                        eos_token_id=1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GPT2LMHeadModel(config)
+    return model.eval()
+
+
+@contextmanager
+def one_thread():
+    """Run a check's forward passes of a tiny model on one thread (restored afterwards): at this size the threads'
+    synchronisation costs far more than the arithmetic, above all on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@contextmanager
+def _quiet_transformers():
+    """No "pass an attention_mask" advice from transformers while the check runs a mistake on purpose."""
+    from transformers.utils import logging as transformers_logging
+
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+
+
+def left_padded_mask(lengths: list[int], width: int) -> torch.Tensor:
+    """``[B, width]`` long mask with zeros, then ``lengths[b]`` ones (queries are left-padded)."""
+    return (torch.arange(width)[None, :] >= width - torch.tensor(lengths)[:, None]).long()
+
+
+def _random_tokens(mask: torch.Tensor, vocab_size: int, generator: torch.Generator) -> torch.Tensor:
+    """Token ids 2 … vocab_size - 1 where `mask` is 1, the padding id 0 elsewhere."""
+    ids = torch.randint(2, vocab_size, mask.shape, generator=generator)
+    return torch.where(mask.bool(), ids, torch.zeros_like(ids))
+
+
+def _response_cases(vocab_size: int, seed: int = 53):
+    """(description, query_ids, query_mask, response_ids, response_mask, temperature): queries of different lengths
+    left-padded, responses right-padded; temperature 1 first (so that only the window, the positions, the attention
+    and the normalisation are tested), then 0.7; last, a batch without any padding."""
+    g = torch.Generator().manual_seed(seed)
+    cases = []
+    for query_lengths, response_lengths, temperature in [([5, 2, 4], [4, 6, 1], 1.0),
+                                                         ([3, 6, 1, 4], [2, 5, 5, 3], 0.7),
+                                                         ([4, 4], [5, 5], 1.3)]:
+        query_mask = left_padded_mask(query_lengths, max(query_lengths))
+        response_mask = right_padded_mask(response_lengths, max(response_lengths)).long()
+        cases.append((f"B={len(query_lengths)}, query lengths {query_lengths} (left-padded to "
+                      f"{max(query_lengths)}), response lengths {response_lengths} (right-padded to "
+                      f"{max(response_lengths)}), temperature {temperature}",
+                      _random_tokens(query_mask, vocab_size, g), query_mask,
+                      _random_tokens(response_mask, vocab_size, g), response_mask, temperature))
+    return cases
+
+
+def _response_logprobs_variant(model, query_ids, query_mask, response_ids, response_mask, temperature, *,
+                               window="right", positions=True, attention=True, scale="divide",
+                               normalise="log_softmax", zero_padding=True):
+    """`response_logprobs` written out with a switch for each usual mistake; every default is the right choice.
+
+    window: "right" (logits[:, P-1 : P+R-1]) or "own" (logits[:, P : P+R], each token scored from its own column);
+    positions / attention: pass position ids from the mask / the attention mask; scale: "divide" by the
+    temperature, "multiply", or "none"; normalise: "log_softmax", "softmax", "wrong_axis" (log_softmax over dim 1)
+    or "none" (the raw logits)."""
+    n_query, n_response = query_ids.shape[1], response_ids.shape[1]
+    input_ids = torch.cat([query_ids, response_ids], dim=1)
+    mask = torch.cat([query_mask, response_mask], dim=1).long()
+    extra = {}
+    if attention:
+        extra["attention_mask"] = mask
+    if positions:
+        extra["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, **extra).logits.float()
+    start = n_query - 1 if window == "right" else n_query
+    logits = logits[:, start:start + n_response]
+    logits = {"divide": logits / temperature, "multiply": logits * temperature, "none": logits}[scale]
+    scores = {"log_softmax": lambda: torch.log_softmax(logits, -1), "softmax": lambda: torch.softmax(logits, -1),
+              "wrong_axis": lambda: torch.log_softmax(logits, 1), "none": lambda: logits}[normalise]()
+    picked = scores.gather(-1, response_ids.long().unsqueeze(-1)).squeeze(-1)
+    return picked * response_mask if zero_padding else picked
+
+
+@exercise("05", "response_logprobs", difficulty=3, importance=5, minutes=20)
+def check_response_logprobs(fn) -> None:
+    """`fn(model, query_ids [B, P], query_mask [B, P], response_ids [B, R], response_mask [B, R], temperature)
+    -> [B, R]`: log pi(response token) from one forward pass over ``[query | response]``, as
+    `rlhf_helpers.policy.logprobs.response_logprobs`: queries left-padded (position ids from the mask), the logits
+    at column c scoring the token at c + 1, divided by the temperature, 0 on the response's padding; gradients must
+    reach the model (PPO trains through this pass)."""
+    from ..policy.logprobs import response_logprobs as reference_response_logprobs
+
+    model = tiny_gpt2(seed=5)
+    cases = _response_cases(model.config.vocab_size)
+    with one_thread():
+        _check_response_logprobs(fn, model, cases, reference_response_logprobs)
+    passed("response_logprobs", len(cases))
+
+
+def _check_response_logprobs(fn, model, cases, reference_response_logprobs) -> None:
+    for case, query_ids, query_mask, response_ids, response_mask, temperature in cases:
+        with torch.no_grad():
+            expected = reference_response_logprobs(model, query_ids, query_mask, response_ids, response_mask,
+                                                   temperature)
+        answer = call(fn, model, query_ids.clone(), query_mask.clone(), response_ids.clone(), response_mask.clone(),
+                      temperature, case=case)
+        batch, n_response = response_ids.shape
+        if isinstance(answer, torch.Tensor) and tuple(answer.shape) == (batch, n_response + 1):
+            raise ExerciseFailed(
+                f"response_logprobs: shape {tuple(answer.shape)}, one column too many: logits[:, P-1:] has R + 1 "
+                "columns, and the last one (read after the last response token) predicts a token that was never "
+                f"sampled. Take logits[:, P-1:-1], the R columns that predict the response tokens.\n  case: {case}")
+
+        def variant(**switches):
+            with torch.no_grad(), _quiet_transformers():
+                return _response_logprobs_variant(model, query_ids, query_mask, response_ids, response_mask,
+                                                  temperature, **switches)
+
+        mistakes = [
+            (dict(window="own"),
+             "each response token's log-prob is read from its own column: the logits at column c predict the token "
+             "at column c + 1, so the R response tokens (columns P … P+R-1 of [query | response]) are scored by the "
+             "logits at columns P-1 … P+R-2, logits[:, P-1:-1]. Your slice (logits[:, P:], or logits[:, -R:]) "
+             "scores each token with the prediction made after reading it."),
+            (dict(scale="none"),
+             f"the temperature is missing: the responses were sampled from softmax(logits / T) (T = {temperature} "
+             "here), so their log-probs must come from logits / T too. Otherwise PPO's ratio does not start at 1 and "
+             "the KL to the reference is off from the first step."),
+            (dict(scale="multiply"), "you multiplied the logits by the temperature: divide them, logits / T."),
+            (dict(positions=False, attention=False),
+             "neither the attention mask nor position ids reach the model (model(input_ids) alone): the real tokens "
+             "attend to the queries' left padding, and every position is shifted by the amount of padding. Pass "
+             "attention_mask = torch.cat([query_mask, response_mask], 1) and position_ids = "
+             "(attention_mask.cumsum(1) - 1).clamp(min=0)."),
+            (dict(positions=False),
+             "the position ids are the default 0 … P+R-1: with left-padded queries a row's first real token then "
+             "sits at the position of its padding instead of 0, and GPT-2's learned position embeddings make the "
+             "same text score differently depending on how much padding its batch needed. Pass position_ids = "
+             "(attention_mask.cumsum(1) - 1).clamp(min=0), the attention mask being cat([query_mask, response_mask])."),
+            (dict(attention=False),
+             "the attention mask is not passed: the real tokens attend to the queries' left padding. Pass "
+             "attention_mask = torch.cat([query_mask, response_mask], 1)."),
+            (dict(normalise="softmax"),
+             "these are probabilities, not log-probabilities: use torch.log_softmax (you took the softmax without "
+             "the log)."),
+            (dict(normalise="wrong_axis"),
+             "log_softmax ran over the wrong axis (the positions, dim 1): normalise over the vocabulary, dim=-1."),
+            (dict(normalise="none"),
+             "these are the raw logits read at the sampled tokens: normalise them first, log_softmax(logits, dim=-1), "
+             "then gather."),
+            (dict(zero_padding=False),
+             "the real tokens are right, but the padding is not 0: multiply by response_mask (the padding is not part "
+             "of the response, and a sum of log-probs or a KL over the row would count it)."),
+        ]
+        # a generator: each mistake's forward pass runs only when the answer is wrong, until one matches
+        expect_close(answer, expected, "response_logprobs", case=case, atol=1e-5,
+                     diagnoses=((variant(**switches), message) for switches, message in mistakes))
+        expect(isinstance(answer, torch.Tensor) and answer.requires_grad,
+               "response_logprobs: no gradient reaches the model (a torch.no_grad(), .detach() or .item() inside?). "
+               "PPO's policy pass trains through these log-probs: leave gradients to the caller, who wraps the "
+               f"reference's pass in torch.no_grad().\n  case: {case}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Exercise 5.4: the entropy of the policy
+# ----------------------------------------------------------------------------------------------
+
+
+def _entropy_cases(seed: int = 54):
+    """(description, logits [B, T, V]): moderate logits; large ones, where softmax underflows to exactly 0 for some
+    tokens while log_softmax stays finite; and tokens banned outright (logit -inf), as top-k filtering leaves them."""
+    g = torch.Generator().manual_seed(seed)
+    moderate = torch.randn(3, 5, 11, generator=g) * 2
+    large = torch.randn(2, 4, 11, generator=g) * 60
+    banned = torch.randn(3, 4, 11, generator=g) * 2
+    banned[torch.rand(banned.shape, generator=g) < 0.3] = float("-inf")
+    banned[..., 0] = banned[..., 0].clamp(min=0.0)  # at least one allowed token per position
+    return [("B=3, T=5, V=11, logits of std 2", moderate),
+            ("B=2, T=4, V=11, logits of std 60: softmax underflows to 0 for some tokens (a confident policy)", large),
+            ("B=3, T=4, V=11, about 30% of the tokens banned (logit -inf), as top-k filtering leaves them", banned)]
+
+
+@exercise("05", "entropy_from_logits", difficulty=2, importance=3, minutes=5)
+def check_entropy_from_logits(fn) -> None:
+    """`fn(logits [B, T, V]) -> [B, T]`: the entropy -sum_v p log p (nats) of each position's softmax, finite for
+    large and -inf logits, as `rlhf_helpers.ppo.losses.entropy_from_logits`."""
+    from ..ppo.losses import entropy_from_logits as reference_entropy
+
+    cases = _entropy_cases()
+    for case, logits in cases:
+        expected = reference_entropy(logits)
+        answer = call(fn, logits.clone(), case=case)
+        nan = isinstance(answer, torch.Tensor) and answer.shape == expected.shape and not torch.isfinite(answer).all()
+        if nan and torch.isinf(logits).any():
+            raise ExerciseFailed(
+                "entropy_from_logits: NaN where a token is banned (logit -inf): its p is 0 and its log p is -inf, "
+                "and 0 · (-inf) is NaN, not the 0 of the convention 0 log 0 = 0. Raise log p to "
+                "torch.finfo(logits.dtype).min before multiplying (or torch.where(p > 0, p * log_p, 0)): every "
+                f"finite term is unchanged.\n  case: {case}")
+        if nan and logits.abs().max() > 100:  # some p underflow to 0 (only there can log(softmax) be -inf)
+            raise ExerciseFailed(
+                "entropy_from_logits: NaN or inf on large logits. torch.log(torch.softmax(x)) underflows: a token "
+                "~104 nats below the best has p = 0 in float32 and log 0 = -inf, then 0 · (-inf) = NaN. Take "
+                f"torch.log_softmax(logits, -1), which stays finite.\n  case: {case}")
+        log_p = torch.log_softmax(logits, -1).clamp(min=torch.finfo(logits.dtype).min)
+        p = log_p.exp()
+        positions = torch.log_softmax(logits, 1)
+        expect_close(answer, expected, "entropy_from_logits", case=case, atol=1e-4, diagnoses=[
+            (-expected, "the sign is flipped: the entropy is -sum p log p, which is >= 0 (each log p <= 0)."),
+            (expected / math.log(2), "that is the entropy in bits (log base 2): PPO's statistics are in nats, "
+                                     "the natural log."),
+            (-(p * logits).sum(-1), "you used the logits in place of the log-probabilities: -sum p · logits misses "
+                                    "the + logsumexp(logits) of log p = logits - logsumexp(logits)."),
+            (-(positions.exp() * positions).sum(-1), "the softmax ran over the wrong axis (the positions, dim 1): "
+                                                     "each position's distribution is over the vocabulary, dim=-1."),
+        ])
+    passed("entropy_from_logits", len(cases))
+
+
+# ----------------------------------------------------------------------------------------------
+# Exercise 5.5: the KL estimators
+# ----------------------------------------------------------------------------------------------
+
+
+def _kl_cases(seed: int = 55):
+    """(description, logprobs [B, T], ref_logprobs [B, T]): the two models about one nat apart per token, so that
+    k1 is negative on some tokens and k1, k2, k3 all differ."""
+    g = torch.Generator().manual_seed(seed)
+    logprobs = -torch.rand(4, 6, generator=g) * 4
+    ref = logprobs + torch.randn(4, 6, generator=g)
+    close = -torch.rand(3, 5, generator=g) * 4
+    return [("B=4, T=6, policy and reference about 1 nat apart per token", logprobs, ref),
+            ("B=3, T=5, the two models close (0.05 nats apart)", close,
+             close + 0.05 * torch.randn(3, 5, generator=g))]
+
+
+@exercise("05", "kl_penalty", difficulty=2, importance=4, minutes=10)
+def check_kl_penalty(fn) -> None:
+    """`fn(logprobs [B, T], ref_logprobs [B, T], estimator) -> [B, T]`: the per-token estimate of
+    KL(pi || pi_ref) for tokens sampled from pi, k1 = logp - logp_ref or k3 = (r - 1) - log r with
+    log r = logp_ref - logp, as `rlhf_helpers.ppo.kl.kl_penalty`."""
+    count = 0
+    for description, logprobs, ref in _kl_cases():
+        x = ref - logprobs  # log r
+        k1, k3 = -x, torch.expm1(x) - x
+        for estimator in ("k1", "k3"):
+            case = f"{description}, estimator {estimator!r}"
+            expected = reference_kl_penalty(logprobs, ref, estimator)
+            answer = call(fn, logprobs.clone(), ref.clone(), estimator, case=case)
+            other = k3 if estimator == "k1" else k1
+            diagnoses = [(other, f"that is {'k3' if estimator == 'k1' else 'k1'}, where estimator={estimator!r} "
+                                 f"asks for {'k1 = logp - logp_ref' if estimator == 'k1' else 'k3 = (r - 1) - log r'}.")]
+            if estimator == "k1":
+                diagnoses += [
+                    (x, "k1's sign is flipped: k1 = log pi - log pi_ref = -log r. With the sign flipped, the "
+                        "penalty -β·k1 pays the policy for drifting from the reference."),
+                    (k1.abs(), "that is |k1|: a single token's k1 is negative whenever the reference likes it better, "
+                               "and that is fine: its mean over samples of pi is the KL. abs() biases it upwards; k3 "
+                               "is the estimator that is never negative."),
+                ]
+            else:
+                diagnoses += [
+                    (torch.expm1(-x) + x, "k3's log-ratio is the wrong way round: log r = logp_ref - logp (the tokens "
+                                          "were sampled from pi, so r = pi_ref / pi); exp(logp - logp_ref) - "
+                                          "(logp - logp_ref) - 1 estimates KL(pi_ref || pi) instead."),
+                    (0.5 * x ** 2, "that is k2 = ½ (log r)²: close to k3 when the models are close, but biased; "
+                                   "k3 = (r - 1) - log r."),
+                    (torch.exp(x) - x, "k3 misses its - 1: without it the estimate is 1 where the models agree."),
+                    (torch.expm1(x) + x, "k3 is (r - 1) - log r: you added log r."),
+                ]
+            expect_close(answer, expected, f"kl_penalty (estimator {estimator!r})", case=case, atol=1e-6,
+                         diagnoses=diagnoses)
+            count += 1
+    passed("kl_penalty", count)
+
+
+# ----------------------------------------------------------------------------------------------
+# Exercise 5.6: per-token rewards
 # ----------------------------------------------------------------------------------------------
 
 
@@ -166,7 +470,7 @@ def check_per_token_rewards(fn) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Exercise 5.4: GAE
+# Exercise 5.7: GAE
 # ----------------------------------------------------------------------------------------------
 
 
@@ -265,7 +569,7 @@ def check_compute_gae(fn) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Exercise 5.5: the clipped policy loss
+# Exercise 5.8: the clipped policy loss
 # ----------------------------------------------------------------------------------------------
 
 
@@ -330,7 +634,7 @@ def check_clipped_policy_loss(fn) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Exercise 5.6: the clipped value loss
+# Exercise 5.9: the clipped value loss
 # ----------------------------------------------------------------------------------------------
 
 
@@ -385,7 +689,7 @@ def check_clipped_value_loss(fn) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Exercise 5.7: the adaptive KL controller
+# Exercise 5.10: the adaptive KL controller
 # ----------------------------------------------------------------------------------------------
 
 #: (beta, measured KL, target, horizon, n_steps): clipped above and below, unclipped both ways, on target, KL 0

@@ -1,16 +1,23 @@
-"""Checks of notebook 03's exercises: the Bradley–Terry loss, pairwise accuracy, and where a reward is read."""
+"""Checks of notebook 03's exercises: the Bradley–Terry loss, pairwise accuracy, where a reward is read, and one
+training step of a reward model."""
 
 from __future__ import annotations
 
+import copy
+import numbers
+
 import torch
 import torch.nn.functional as F
+from transformers import GPT2Config
 
 from ..core.tensors import last_token_index as reference_last_token_index
 from ..data.preferences import pairwise_accuracy as reference_pairwise_accuracy
+from ..reward.labelling import reward_model_step as reference_reward_model_step
+from ..reward.model import RewardModel
 from ..reward.model import bradley_terry_loss as reference_bradley_terry_loss
 from .checking import ExerciseFailed, as_tensor, call, exercise, expect, expect_close, passed
 
-__all__ = ["check_bradley_terry_loss", "check_pair_accuracy", "check_last_token_index"]
+__all__ = ["check_bradley_terry_loss", "check_pair_accuracy", "check_last_token_index", "check_reward_model_step"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,3 +147,121 @@ def check_last_token_index(fn) -> None:
                                                    "padding is on the right: find each row's last 1."),
         ])
     passed("last_token_index", len(cases))
+
+
+# ----------------------------------------------------------------------------------------------
+# Exercise 3.4: one training step of the reward model
+# ----------------------------------------------------------------------------------------------
+
+_PAD = 0
+
+
+def _tiny_reward_model() -> RewardModel:
+    """A random 1-layer, 16-wide reward model without dropout: the same `forward` as the course's, in milliseconds."""
+    torch.manual_seed(34)
+    config = GPT2Config(vocab_size=40, n_positions=16, n_embd=16, n_layer=1, n_head=2, resid_pdrop=0.0,
+                        embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=1, eos_token_id=1, pad_token_id=_PAD)
+    model = RewardModel(config)
+    torch.nn.init.normal_(model.head.weight, std=1.0)  # rewards of order 1: the pairs' losses differ visibly
+    return model
+
+
+def _pairs(seed: int, lengths_c: list[int], lengths_r: list[int]) -> tuple[torch.Tensor, ...]:
+    """``chosen_ids, chosen_mask [B, Lc], rejected_ids, rejected_mask [B, Lr]``, right-padded with id 0."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for lengths in (lengths_c, lengths_r):
+        width = max(lengths)
+        ids = torch.full((len(lengths), width), _PAD, dtype=torch.long)
+        mask = torch.zeros((len(lengths), width), dtype=torch.long)
+        for b, n in enumerate(lengths):
+            ids[b, :n] = torch.randint(1, 40, (n,), generator=g)
+            mask[b, :n] = 1
+        out += [ids, mask]
+    return tuple(out)
+
+
+def _variant_step(model, optimizer, chosen_ids, chosen_mask, rejected_ids, rejected_mask, swap=False,
+                  no_mask=False, reduce="mean", zero_grad=True) -> float:
+    """The reference step, or one of the mistakes it is compared with (to name the learner's)."""
+    if no_mask:
+        chosen_mask, rejected_mask = torch.ones_like(chosen_mask), torch.ones_like(rejected_mask)
+    r_c, r_r = model(chosen_ids, chosen_mask), model(rejected_ids, rejected_mask)
+    if swap:
+        r_c, r_r = r_r, r_c
+    losses = -F.logsigmoid(r_c - r_r)
+    loss = losses.sum() if reduce == "sum" else losses.mean()
+    if zero_grad:
+        optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def _weights(model) -> torch.Tensor:
+    return torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
+
+
+@exercise("03", "reward_model_step", difficulty=2, importance=5, minutes=15)
+def check_reward_model_step(fn) -> None:
+    """`fn(model, optimizer, chosen_ids, chosen_mask, rejected_ids, rejected_mask) -> float`: score both sides, take
+    the Bradley–Terry loss, zero the gradients, backpropagate, step; return the loss (before the step) as a float."""
+    learning_rate = 0.5  # plain SGD: the change of the weights is -lr * gradient, so every mistake shows in them
+    start = _tiny_reward_model()
+    batches = [("4 pairs, right-padded, chosen and rejected of different lengths",
+                _pairs(1, [5, 3, 8, 2], [4, 6, 2, 7])),
+               ("a second call on 3 other pairs (the first call's gradients must not carry over)",
+                _pairs(2, [6, 2, 4], [3, 7, 5]))]
+    mine, reference = copy.deepcopy(start), copy.deepcopy(start)
+    mine_opt = torch.optim.SGD(mine.parameters(), lr=learning_rate)
+    reference_opt = torch.optim.SGD(reference.parameters(), lr=learning_rate)
+    for number, (case, batch) in enumerate(batches):
+        before = _weights(mine)
+        variants = {}  # what the known mistakes give, from the same weights
+        for name, kwargs in [("swap", dict(swap=True)), ("no_mask", dict(no_mask=True)), ("sum", dict(reduce="sum")),
+                             ("accumulate", dict(zero_grad=False))]:
+            model = copy.deepcopy(reference)
+            optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
+            if name == "accumulate":  # the gradients the first call left behind are still there
+                for p, q in zip(model.parameters(), reference.parameters()):
+                    p.grad = None if q.grad is None else q.grad.clone()
+            variants[name] = (_variant_step(model, optimizer, *batch, **kwargs), _weights(model))
+        expected_loss = reference_reward_model_step(reference, reference_opt, *batch)
+        answer = call(fn, mine, mine_opt, *(t.clone() for t in batch), case=case)
+        if isinstance(answer, torch.Tensor):
+            raise ExerciseFailed("reward_model_step: returned a torch.Tensor; return loss.item(), a Python float. A "
+                                 "loss tensor carries its graph: every activation of the forward pass stays in memory "
+                                 "for as long as you keep it (in a list of losses, say).\n  case: " + case)
+        expect(isinstance(answer, numbers.Real) and not isinstance(answer, bool),
+               f"reward_model_step: returned {type(answer).__name__}; return the loss as a float (loss.item()).\n"
+               f"  case: {case}")
+        expect_close(torch.tensor(float(answer)), torch.tensor(expected_loss), "reward_model_step (the loss it returned)",
+                     case=case, diagnoses=[
+            (torch.tensor(variants["swap"][0]), "chosen and rejected are swapped: that loss is −log σ(r_rejected − "
+                                                "r_chosen), and its step teaches the model to prefer the rejected text."),
+            (torch.tensor(variants["no_mask"][0]), "the rewards were read at the last position, a pad token on the "
+                                                   "right-padded rows: your step ignores the attention mask. Pass each "
+                                                   "side's mask to the model (it reads the last *real* token)."),
+            (torch.tensor(variants["sum"][0]), "that loss is the sum over the pairs: take the mean (the step's size "
+                                               "should not grow with the number of pairs)."),
+        ])
+        after = _weights(mine)
+        if torch.equal(after, before):
+            grads = [p.grad for p in mine.parameters() if p.grad is not None and bool(p.grad.abs().sum() > 0)]
+            raise ExerciseFailed(
+                "reward_model_step: the weights did not change, " + (
+                    "though gradients reached them: you never took a step (optimizer.step() after loss.backward())."
+                    if grads else
+                    "and no gradient reached them: call loss.backward() (and optimizer.zero_grad() before it, not "
+                    "between backward and step, which would throw the gradients away).") + f"\n  case: {case}")
+        expect_close(after, _weights(reference), "reward_model_step (the weights after your step)", case=case,
+                     diagnoses=[(variants["accumulate"][1],
+                                 "your step added the gradients of the previous call to this one's: .backward() "
+                                 "accumulates into .grad, so call optimizer.zero_grad() before it, every step."),
+                                (variants["swap"][1], "the step went the wrong way: chosen and rejected are swapped "
+                                                      "in the loss you backpropagated."),
+                                (variants["sum"][1], "the step is as many times too large as there are pairs: you "
+                                                     "backpropagated the sum over the pairs, not the mean.")],
+                     hint="one step is: rewards of both sides, loss = −log σ(r_c − r_r) averaged, "
+                          "optimizer.zero_grad(), loss.backward(), optimizer.step().")
+    passed("reward_model_step", len(batches))

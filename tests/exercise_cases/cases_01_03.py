@@ -18,6 +18,7 @@ from rlhf_helpers.data.preferences import pairwise_accuracy
 from rlhf_helpers.exercises.data import reference_build_prompts, reference_sample_lengths
 from rlhf_helpers.exercises.generation import reference_next_token_loss
 from rlhf_helpers.policy.generation import filter_logits
+from rlhf_helpers.reward.labelling import reward_model_step
 from rlhf_helpers.reward.model import bradley_terry_loss
 
 
@@ -191,6 +192,30 @@ def last_index_float(mask):
     return (mask.shape[1] - 1 - mask.flip(1).argmax(1)).float()
 
 
+# 03: reward_model_step(model, optimizer, chosen_ids, chosen_mask, rejected_ids, rejected_mask)
+def make_reward_step(swap=False, no_mask=False, reduce="mean", zero_grad="before", backward=True, step=True,
+                     item=True):
+    """A training step with one mistake: each keyword changes one thing of the reference."""
+    def reward_model_step(model, optimizer, chosen_ids, chosen_mask, rejected_ids, rejected_mask):
+        if no_mask:  # "the model can find the text's end itself": it reads the last column, a pad token
+            chosen_mask, rejected_mask = torch.ones_like(chosen_mask), torch.ones_like(rejected_mask)
+        r_chosen, r_rejected = model(chosen_ids, chosen_mask), model(rejected_ids, rejected_mask)
+        if swap:
+            r_chosen, r_rejected = r_rejected, r_chosen
+        losses = -F.logsigmoid(r_chosen - r_rejected)
+        loss = losses.sum() if reduce == "sum" else losses.mean()
+        if zero_grad == "before":
+            optimizer.zero_grad()
+        if backward:
+            loss.backward()
+        if zero_grad == "between":
+            optimizer.zero_grad()
+        if step:
+            optimizer.step()
+        return loss.item() if item else loss
+    return reward_model_step
+
+
 CASES = [
     ("sample_lengths", reference_sample_lengths, [
         (lengths_exclusive, "never returned high"),
@@ -241,5 +266,15 @@ CASES = [
         (last_index_right_padding_only, "mask.sum(1) - 1"),
         (last_index_first_token, "*first* real token"),
         (last_index_float, "integers (long)"),
+    ]),
+    ("reward_model_step", reward_model_step, [
+        (make_reward_step(swap=True), "chosen and rejected are swapped"),
+        (make_reward_step(no_mask=True), "ignores the attention mask"),
+        (make_reward_step(reduce="sum"), "sum over the pairs"),
+        (make_reward_step(zero_grad="never"), "gradients of the previous call"),
+        (make_reward_step(backward=False), "no gradient reached them"),
+        (make_reward_step(zero_grad="between"), "no gradient reached them"),
+        (make_reward_step(step=False), "never took a step"),
+        (make_reward_step(item=False), "returned a torch.Tensor"),
     ]),
 ]

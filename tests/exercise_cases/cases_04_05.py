@@ -5,13 +5,16 @@ message must contain), ...]). Data, not tests: tests/test_exercises.py runs ever
 way (the check accepts the reference, rejects the stub, and names each mistake).
 """
 
+import math
+
 import torch
 
 from rlhf_helpers.exercises.ppo import _plain_gae
 from rlhf_helpers.exercises.trl import grpo_advantages
 from rlhf_helpers.ppo.advantages import compute_gae, leave_one_out_advantages, masked_mean, masked_whiten
+from rlhf_helpers.policy.logprobs import response_logprobs
 from rlhf_helpers.ppo.kl import AdaptiveKLController, kl_penalty, per_token_rewards
-from rlhf_helpers.ppo.losses import clipped_policy_loss, clipped_value_loss
+from rlhf_helpers.ppo.losses import clipped_policy_loss, clipped_value_loss, entropy_from_logits
 
 
 # -- 04 -------------------------------------------------------------------------------------------
@@ -119,6 +122,93 @@ def whiten_biased(values, mask):
 def whiten_padding_kept(values, mask):
     real = values[mask.bool()]
     return (values - real.mean()) / real.std()
+
+
+# -- 05: the log-probabilities of a response ------------------------------------------------------
+# Each wrong implementation is the whole function as a learner might write it, one mistake in it.
+
+def make_response_logprobs(window="right", positions=True, attention=True, temperature_op="divide",
+                           normalise="log_softmax", zero_padding=True, no_grad=False):
+    def response_logprobs(model, query_ids, query_mask, response_ids, response_mask, temperature=1.0):
+        P, R = query_ids.shape[1], response_ids.shape[1]
+        input_ids = torch.cat([query_ids, response_ids], 1)
+        mask = torch.cat([query_mask, response_mask], 1).long()
+        kwargs = {}
+        if attention:
+            kwargs["attention_mask"] = mask
+        if positions:
+            kwargs["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0)
+        with torch.set_grad_enabled(not no_grad and torch.is_grad_enabled()):
+            logits = model(input_ids=input_ids, **kwargs).logits
+        logits = logits[:, P - 1:-1] if window == "right" else logits[:, P:]
+        if temperature_op == "divide":
+            logits = logits / temperature
+        elif temperature_op == "multiply":
+            logits = logits * temperature
+        if normalise == "log_softmax":
+            logp = torch.log_softmax(logits, dim=-1)
+        elif normalise == "softmax":
+            logp = torch.softmax(logits, dim=-1)
+        elif normalise == "wrong_axis":
+            logp = torch.log_softmax(logits, dim=1)
+        else:
+            logp = logits
+        picked = torch.gather(logp, 2, response_ids.unsqueeze(-1)).squeeze(-1)
+        return picked * response_mask if zero_padding else picked
+    return response_logprobs
+
+
+def logprobs_reference(model, query_ids, query_mask, response_ids, response_mask, temperature=1.0):
+    return response_logprobs(model, query_ids, query_mask, response_ids, response_mask, temperature)
+
+
+# -- 05: the entropy ------------------------------------------------------------------------------
+
+def entropy_log_of_softmax(logits):
+    p = torch.softmax(logits, -1)
+    return -(p * torch.log(p)).sum(-1)
+
+
+def entropy_unclamped(logits):
+    log_p = torch.log_softmax(logits, -1)
+    return -(log_p.exp() * log_p).sum(-1)
+
+
+def entropy_sign_flipped(logits):
+    log_p = torch.log_softmax(logits, -1).clamp(min=torch.finfo(logits.dtype).min)
+    return (log_p.exp() * log_p).sum(-1)
+
+
+def entropy_in_bits(logits):
+    log_p = torch.log_softmax(logits, -1).clamp(min=torch.finfo(logits.dtype).min)
+    return -(log_p.exp() * log_p / math.log(2)).sum(-1)
+
+
+def entropy_of_logits(logits):
+    return -(torch.softmax(logits, -1) * logits).sum(-1)
+
+
+def entropy_over_positions(logits):
+    log_p = torch.log_softmax(logits, 1)
+    return -(log_p.exp() * log_p).sum(-1)
+
+
+# -- 05: the KL estimators ------------------------------------------------------------------------
+
+def make_kl(k1_sign=1.0, k1_abs=False, k3="right", ignore_estimator=False):
+    def kl(logprobs, ref_logprobs, estimator="k1"):
+        log_r = ref_logprobs - logprobs
+        if estimator == "k1" or ignore_estimator:
+            k1 = k1_sign * (logprobs - ref_logprobs)
+            return k1.abs() if k1_abs else k1
+        if k3 == "reversed":
+            return torch.exp(-log_r) + log_r - 1
+        if k3 == "k2":
+            return 0.5 * log_r ** 2
+        if k3 == "no_minus_one":
+            return torch.exp(log_r) - log_r
+        return torch.exp(log_r) - 1 - log_r  # exp(x) - 1 rather than expm1: within the check's tolerance
+    return kl
 
 
 # -- 05: per-token rewards ------------------------------------------------------------------------
@@ -276,6 +366,35 @@ CASES = [
         (whiten_everywhere, "whitened over the padding"),
         (whiten_biased, "biased std"),
         (whiten_padding_kept, "the padding is not 0"),
+    ]),
+    ("response_logprobs", logprobs_reference, [
+        (make_response_logprobs(window="own"), "read from its own column"),
+        (make_response_logprobs(temperature_op="none"), "the temperature is missing"),
+        (make_response_logprobs(temperature_op="multiply"), "multiplied the logits by the temperature"),
+        (make_response_logprobs(positions=False), "the position ids are the default"),
+        (make_response_logprobs(positions=False, attention=False), "neither the attention mask nor position ids"),
+        (make_response_logprobs(attention=False), "the attention mask is not passed"),
+        (make_response_logprobs(normalise="softmax"), "these are probabilities"),
+        (make_response_logprobs(normalise="wrong_axis"), "over the wrong axis"),
+        (make_response_logprobs(normalise="none"), "raw logits"),
+        (make_response_logprobs(zero_padding=False), "the padding is not 0"),
+        (make_response_logprobs(no_grad=True), "no gradient reaches the model"),
+    ]),
+    ("entropy_from_logits", entropy_from_logits, [
+        (entropy_log_of_softmax, "NaN or inf on large logits"),
+        (entropy_unclamped, "NaN where a token is banned"),
+        (entropy_sign_flipped, "the sign is flipped"),
+        (entropy_in_bits, "entropy in bits"),
+        (entropy_of_logits, "logits in place of the log-probabilities"),
+        (entropy_over_positions, "wrong axis"),
+    ]),
+    ("kl_penalty", kl_penalty, [
+        (make_kl(k1_sign=-1.0), "k1's sign is flipped"),
+        (make_kl(k1_abs=True), "that is |k1|"),
+        (make_kl(k3="reversed"), "k3's log-ratio is the wrong way round"),
+        (make_kl(k3="k2"), "that is k2"),
+        (make_kl(k3="no_minus_one"), "k3 misses its - 1"),
+        (make_kl(ignore_estimator=True), "that is k1, where estimator='k3'"),
     ]),
     ("per_token_rewards", rewards_reference, [
         (make_rewards(score_at="last_column"), "last *column*"),

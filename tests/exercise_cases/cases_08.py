@@ -1,4 +1,5 @@
-"""Exercise cases of notebook 08: the KL-regularised optimum, the implicit reward, the DPO loss.
+"""Exercise cases of notebook 08: the KL-regularised optimum, the implicit reward, the DPO loss, the
+log-probability of a completion.
 
 ``CASES``: (exercise name, reference implementation, [(plausible wrong implementation, a fragment the check's
 message must contain), ...]). Data, not tests: tests/test_exercises.py runs every ``cases_*.py``'s CASES the same
@@ -8,7 +9,7 @@ way (the check accepts the reference, rejects the stub, and names each mistake).
 import torch
 import torch.nn.functional as F
 
-from rlhf_helpers.beyond_ppo.dpo import dpo_loss, implicit_rewards, kl_regularised_optimum
+from rlhf_helpers.beyond_ppo.dpo import dpo_loss, implicit_rewards, kl_regularised_optimum, sequence_logprobs
 
 
 # -- 8.1 the optimum ------------------------------------------------------------------------------
@@ -93,6 +94,43 @@ def loss_tuple(pc, pr, rc, rr, beta):  # the package's own: a tuple whose first 
     return dpo_loss(pc, pr, rc, rr, beta)
 
 
+# -- 8.4 the log-probability of a completion ------------------------------------------------------
+# Each wrong implementation is the whole function as a learner might write it, one mistake in it.
+
+def _next_token_logps(model, input_ids, attention_mask):
+    """[N, L-1]: log p(x_t | x_<t) for t = 1 … L-1 (the logits at t - 1 score token t)."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+    return torch.log_softmax(logits, -1).gather(2, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+
+
+def sequence_attention_mask(model, input_ids, attention_mask, completion_mask):
+    return (_next_token_logps(model, input_ids, attention_mask) * attention_mask[:, 1:]).sum(1)
+
+
+def sequence_no_mask(model, input_ids, attention_mask, completion_mask):
+    return _next_token_logps(model, input_ids, attention_mask).sum(1)
+
+
+def sequence_mask_not_shifted(model, input_ids, attention_mask, completion_mask):
+    return (_next_token_logps(model, input_ids, attention_mask) * completion_mask[:, :-1]).sum(1)
+
+
+def sequence_no_shift(model, input_ids, attention_mask, completion_mask):
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    token_logps = torch.log_softmax(logits, -1).gather(2, input_ids.unsqueeze(-1)).squeeze(-1)
+    return (token_logps * completion_mask).sum(1)
+
+
+def sequence_mean(model, input_ids, attention_mask, completion_mask):
+    mask = completion_mask[:, 1:].float()
+    return (_next_token_logps(model, input_ids, attention_mask) * mask).sum(1) / mask.sum(1)
+
+
+def sequence_no_grad(model, input_ids, attention_mask, completion_mask):
+    with torch.no_grad():
+        return (_next_token_logps(model, input_ids, attention_mask) * completion_mask[:, 1:]).sum(1)
+
+
 CASES = [
     ("kl_regularised_optimum", kl_regularised_optimum, [
         (optimum_unnormalised, "do not sum to one"),
@@ -116,5 +154,13 @@ CASES = [
         (loss_sum, "sum over the pairs"),
         (loss_log_of_sigmoid, "NaN or inf"),
         (loss_reference_swapped, "wrong values"),
+    ]),
+    ("sequence_logprobs", sequence_logprobs, [
+        (sequence_attention_mask, "the prompt tokens are counted"),
+        (sequence_no_mask, "the padding is counted"),
+        (sequence_mask_not_shifted, "the mask is off by one"),
+        (sequence_no_shift, "no shift"),
+        (sequence_mean, "DPO uses the SUM"),
+        (sequence_no_grad, "no gradient reaches the model"),
     ]),
 ]
