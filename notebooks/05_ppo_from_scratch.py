@@ -18,24 +18,28 @@
 #
 # TRL no longer ships a PPO trainer or a value-head model (they were removed in 2026, TRL PR #7020; notebook 04 tells
 # the story), so this course's PPO is written from scratch on plain `transformers` and `torch`. This notebook takes
-# it apart. You write seven of its pieces yourself (exercises 5.1–5.7), each checked against the package's own
-# function in `rlhf_helpers.ppo`; then the package runs one real PPO update on a batch of 8 prompts, and we look at
+# it apart. You write ten of its pieces yourself (exercises 5.1–5.10), each checked against the package's own
+# function in `rlhf_helpers.ppo` or `rlhf_helpers.policy`; your log-probabilities, entropy and KL estimators then run
+# the experiments of sections 4 and 5. The package runs one real PPO update on a batch of 8 prompts, and we look at
 # what it did. Notebook 06 puts the pieces together in the training loop.
 #
 # **Learning objectives.** After this notebook you can
 # 1. state RLHF as a reinforcement-learning problem (tokens are actions, the reward model's score arrives at the end,
 #    a KL penalty at every token) and compute its per-token rewards;
-# 2. compute masked statistics and GAE advantages and returns on right-padded batches, and say what goes wrong
+# 2. compute the log-probabilities of a response from one forward pass over `[query | response]` — the
+#    one-position shift, the sampling temperature, position ids for left-padded queries — and from them the
+#    policy's entropy and the k1 and k3 estimates of the KL;
+# 3. compute masked statistics and GAE advantages and returns on right-padded batches, and say what goes wrong
 #    when a mask is forgotten;
-# 3. derive PPO's clipped surrogate from REINFORCE — baseline, advantage, importance ratio, clipping — and write
+# 4. derive PPO's clipped surrogate from REINFORCE — baseline, advantage, importance ratio, clipping — and write
 #    the clipped policy and value losses;
-# 4. read one PPO update's statistics (ratio, clip fraction, approx-KL) and explain what clipping bounds and what it
+# 5. read one PPO update's statistics (ratio, clip fraction, approx-KL) and explain what clipping bounds and what it
 #    does not;
-# 5. steer β with the adaptive KL controller.
+# 6. steer β with the adaptive KL controller.
 #
 # **Prerequisites:** notebooks 02 (sampling and log-probs) and 03 (the reward model and its normalisation); notebook
 # 04's k3 estimator helps. Expectations and the gradient of a log-likelihood.
-# **Time:** about 90 minutes with the exercises; running every cell takes about a minute on 2 CPU cores.
+# **Time:** about two hours with the exercises; running every cell takes well under a minute on 2 CPU cores.
 # **Takes from earlier notebooks:** the shipped SFT policy (02), the shipped reward model (03), the IMDb prompts (01).
 #
 # **RLHF as reinforcement learning.** A *prompt* $x$ is the start state. Each *action* is a token $y_t$; the
@@ -68,10 +72,7 @@ from rlhf_helpers.config import PPOConfig
 from rlhf_helpers.data import load_imdb_splits
 from rlhf_helpers.policy import load_policy
 from rlhf_helpers.policy.generation import generate, truncate_responses
-from rlhf_helpers.policy.logprobs import response_logprobs
 from rlhf_helpers.ppo import collect_rollout, ppo_update
-from rlhf_helpers.ppo.kl import kl_penalty
-from rlhf_helpers.ppo.losses import entropy_from_logits
 from rlhf_helpers.ppo.value_head import PolicyWithValueHead, response_logprobs_and_values
 from rlhf_helpers.reward.model import load_reward_model
 
@@ -228,24 +229,149 @@ exercises.check_masked_whiten(masked_whiten)
 #
 # One forward pass over `[query | response]` gives, for every response token, its log-probability under the
 # policy and the value of the state before it. The same pass through the frozen reference gives
-# $\log\pi_{\text{ref}}$. The logits are divided by the **sampling temperature** first (Huang et al., 2023, *The N
-# Implementation Details of RLHF with PPO*, section "Policy training implementation details"): otherwise the "old"
-# log-probs would not be those of the distribution the tokens came from. The mean entropy below uses your
-# `masked_mean`.
+# $\log\pi_{\text{ref}}$. Every later piece of PPO — the ratio, the KL penalty, the entropy — is computed from
+# these numbers, and three details decide whether they are right (Huang et al., 2023, *The N Implementation Details
+# of RLHF with PPO*, sections "General implementation details" and "Policy training implementation details"):
+#
+# * **The shift.** The logits at column $c$ predict the token at column $c + 1$. With a query of $P$ columns, the
+#   response tokens sit at columns $P, \dots, P+R-1$ and are scored by the logits at columns $P-1, \dots, P+R-2$.
+# * **The temperature.** The responses were sampled from $\operatorname{softmax}(z / T)$, so their log-probs must be
+#   computed from $z / T$ too: otherwise the "old" log-probs are not those of the distribution the tokens came from.
+# * **Left padding.** Queries are left-padded (section 2). GPT-2 has *learned absolute* position embeddings, so a
+#   padded row needs position ids that start at 0 on its first real token — the default $0, 1, \dots$ would give
+#   the same text different logits depending on how much padding its batch needed — and an attention mask that
+#   hides the padding.
+#
+# ### Exercise 5.3 — `response_logprobs`
+# **Difficulty** ●●●○○ · **Importance** ●●●●● · about 20 minutes
+#
+# Inputs: a causal LM `model` (e.g. `GPT2LMHeadModel`, in eval mode), `query_ids` and `query_mask` `[B, P]`
+# (left-padded), `response_ids` and `response_mask` `[B, R]` (right-padded), the sampling `temperature` $T$.
+# Output: `[B, R]`, the log-probability of each response token, 0 on the response's padding,
+#
+# $$\log\pi(y_{b,t} \mid x_b, y_{b,<t}) = \log\operatorname{softmax}\big(z_{b,\,P-1+t} / T\big)\big[y_{b,t}\big],
+# \qquad z = \text{the logits of } [\text{query} \mid \text{response}],$$
+#
+# with the model called on the concatenated ids, their concatenated mask, and position ids $\max(0,
+# \operatorname{cumsum}(\text{mask}) - 1)$. Leave gradients alone: PPO's policy pass trains through this function,
+# and the caller wraps the reference's pass in `torch.no_grad()`.
+#
+# *Hint:* `model(input_ids=..., attention_mask=..., position_ids=...).logits` is `[B, P+R, V]`; after the slice and
+# `torch.log_softmax(..., dim=-1)`, `torch.gather(logp, 2, response_ids.unsqueeze(-1))` reads each token's entry.
+
+# %%
+def response_logprobs(model, query_ids, query_mask, response_ids, response_mask, temperature=1.0):
+    """log pi(y_t | query, y_<t) of each response token -> [B, R], 0 on padding.
+
+    query_ids, query_mask [B, P] left-padded; response_ids, response_mask [B, R] right-padded; one forward pass over
+    [query | response] with the logits divided by the sampling temperature.
+    """
+    ### BEGIN SOLUTION
+    n_query, n_response = query_ids.shape[1], response_ids.shape[1]
+    input_ids = torch.cat([query_ids, response_ids], dim=1)
+    attention_mask = torch.cat([query_mask, response_mask], dim=1).long()
+    # every row's first real token gets position 0, whatever its left padding (padding: a harmless 0)
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
+    # the logits at column c predict the token at c + 1: columns P-1 … P+R-2 score the R response tokens
+    logits = logits[:, n_query - 1 : n_query + n_response - 1].float() / temperature
+    logprobs = torch.log_softmax(logits, dim=-1)
+    picked = torch.gather(logprobs, 2, response_ids.long().unsqueeze(-1)).squeeze(-1)
+    return picked * response_mask.to(picked.dtype)
+    ### END SOLUTION
+
+
+# %% tags=["nbval-check-output"]
+exercises.check_response_logprobs(response_logprobs)
+
+# %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_response_logprobs` names each of these when your function makes it:
+#
+# - each token's log-prob read from its own column (logits[:, P:] instead of logits[:, P-1:-1])
+# - the window not cut at the end (logits[:, P-1:], R + 1 columns)
+# - the sampling temperature forgotten
+# - the logits multiplied by the temperature instead of divided
+# - neither the attention mask nor position ids passed (model(input_ids) alone)
+# - the default position ids 0 … L−1 with left-padded queries
+# - the attention mask not passed
+# - probabilities (softmax without the log)
+# - log_softmax over the positions instead of the vocabulary
+# - the raw logits read at the tokens, not normalised
+# - the padding not set to 0
+# - no gradient (torch.no_grad(), .detach() or .item() inside)
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
+
+# %% [markdown]
+# ### Exercise 5.4 — `entropy_from_logits`
+# **Difficulty** ●●○○○ · **Importance** ●●●○○ · about 5 minutes
+#
+# The entropy of the policy at each response position, $H = -\sum_v p_v \log p_v$ (nats), is the statistic that
+# shows a policy collapsing onto a few tokens. Input: `logits` `[B, T, V]`; output: `[B, T]`, finite even where the
+# softmax underflows to 0 (a confident policy) or a logit is $-\infty$ (a token banned outright, as top-k filtering
+# leaves it) — there $p \log p = 0$ by convention.
+#
+# *Hint:* `torch.log_softmax` stays finite where `torch.log(torch.softmax(...))` is $-\infty$; for a banned token
+# even `log_softmax` is $-\infty$, and $0 \cdot (-\infty)$ is NaN in floating point.
+
+# %%
+def entropy_from_logits(logits):
+    """Entropy -sum p log p (nats) of the softmax over the last dim of logits [B, T, V] -> [B, T]."""
+    ### BEGIN SOLUTION
+    log_p = torch.log_softmax(logits, dim=-1)
+    # log 0 = -inf raised to the most negative float, so that 0 * log 0 is 0, not NaN
+    log_p = log_p.clamp(min=torch.finfo(log_p.dtype).min)
+    return -(log_p.exp() * log_p).sum(dim=-1)
+    ### END SOLUTION
+
+
+# %% tags=["nbval-check-output"]
+exercises.check_entropy_from_logits(entropy_from_logits)
+
+# %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_entropy_from_logits` names each of these when your function makes it:
+#
+# - NaN on banned tokens (logit −inf): 0 · log 0 computed as 0 · (−inf)
+# - `torch.log(torch.softmax(x))`, which underflows to −inf on large logits
+# - the sign flipped (Σ p log p)
+# - bits (log base 2) instead of nats
+# - the logits used in place of the log-probabilities
+# - the softmax over the positions instead of the vocabulary
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
+
+# %% [markdown]
+# Now on our batch. The policy's log-probs and values come from the package's `response_logprobs_and_values` (one
+# pass through the policy and its value head); the reference's from **your** `response_logprobs`, and the mean
+# entropy from your `entropy_from_logits` and `masked_mean`.
 
 # %%
 with torch.no_grad():
     logprobs, logits, values = response_logprobs_and_values(policy, query_ids, query_mask, response_ids, response_mask)
-    ref_logprobs = response_logprobs(reference, query_ids, query_mask, response_ids, response_mask)
+    ref_logprobs = response_logprobs(reference, query_ids, query_mask, response_ids, response_mask)  # yours (5.3)
 print("log pi(y_t)     row 0:", logprobs[0, :6])
 print("log pi_ref(y_t) row 0:", ref_logprobs[0, :6])
 print("values          row 0:", values[0, :6], " <- the value head starts at exactly 0")
 print("entropy of the policy per token:", masked_mean(entropy_from_logits(logits), response_mask).item())
-assert torch.equal(logprobs, ref_logprobs), "before any update, policy and reference are the same network"
+gap = (logprobs - ref_logprobs)[response_mask.bool()].abs().max().item()
+print(f"largest |log pi - log pi_ref| on a real token: {gap:.1e}")
+assert torch.allclose(logprobs, ref_logprobs, atol=1e-5), "before any update, policy and reference are the same network"
 
 # %% [markdown]
-# Before the first update the policy *is* the reference, so every log-ratio is exactly 0. A KL that is not 0 at
-# step 0 is a bug: dropout left on, a different temperature, padding counted as tokens.
+# Before the first update the policy *is* the reference, so every log-ratio is 0 (exactly, with the solution above,
+# which does the package's operations in the package's order; another order of the same operations may leave float
+# rounding). A KL that is not 0 at step 0 is a bug: dropout left on, a different temperature, position ids or padding
+# handled differently in the two passes, padding counted as tokens.
 #
 # ## 5. The KL penalty: two estimators
 #
@@ -256,7 +382,53 @@ assert torch.equal(logprobs, ref_logprobs), "before any update, policy and refer
 # * **k3** $= (r - 1) - \log r$: also unbiased, never negative, lower variance when the models are close (exercise
 #   4.2 of notebook 04; TRL's GRPO uses it).
 #
-# To see them differ, compare the SFT model with a slightly different policy — the SFT model at temperature 1.3.
+# ### Exercise 5.5 — `kl_penalty`
+# **Difficulty** ●●○○○ · **Importance** ●●●●○ · about 10 minutes
+#
+# Inputs: `logprobs` and `ref_logprobs` `[B, T]` — the sampled tokens' log-probs under the policy (which sampled
+# them) and under the reference — and `estimator`, `"k1"` or `"k3"`. Output: `[B, T]`, the per-token estimate of
+# $\mathrm{KL}(\pi \,\|\, \pi_{\text{ref}})$ (no masking: the callers mask).
+#
+# *Hint:* get the direction of $\log r = \log\pi_{\text{ref}} - \log\pi$ right first; `torch.expm1(x)` computes
+# $e^x - 1$ without the rounding error of `torch.exp(x) - 1` for small $x$, so k3 stays $\ge 0$.
+
+# %%
+def kl_penalty(logprobs, ref_logprobs, estimator="k1"):
+    """Per-token estimate [B, T] of KL(pi || pi_ref) from logprobs, ref_logprobs [B, T]: "k1" or "k3"."""
+    ### BEGIN SOLUTION
+    log_r = ref_logprobs - logprobs  # log r, r = pi_ref / pi: the tokens were sampled from pi
+    if estimator == "k1":
+        return -log_r
+    if estimator == "k3":
+        return torch.expm1(log_r) - log_r  # (r - 1) - log r >= 0
+    raise ValueError(f"unknown estimator {estimator!r}: 'k1' or 'k3'")
+    ### END SOLUTION
+
+
+# %% tags=["nbval-check-output"]
+exercises.check_kl_penalty(kl_penalty)
+
+# %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_kl_penalty` names each of these when your function makes it:
+#
+# - k1's sign flipped (log π_ref − log π)
+# - |k1| (the absolute value, to make it non-negative)
+# - k3's log-ratio the wrong way round (KL(π_ref ‖ π))
+# - k2 = ½ (log r)² instead of k3
+# - k3 without its − 1
+# - k3 with + log r instead of − log r
+# - one estimator returned whatever `estimator` asks for
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
+
+# %% [markdown]
+# To see them differ, compare the SFT model with a slightly different policy — the SFT model at temperature 1.3 —
+# with your `response_logprobs` and your `kl_penalty`.
 
 # %%
 with torch.no_grad():
@@ -273,7 +445,7 @@ plt.hist(k1[mask].numpy(), bins=80, alpha=0.6, label="k1")
 plt.hist(k3[mask].numpy(), bins=80, alpha=0.6, label="k3")
 plt.xlabel("per-token KL estimate (nats)"); plt.ylabel("tokens"); plt.legend(); plt.xlim(-3, 3)
 plt.title("k1 is signed and noisy, k3 is never negative"); plt.show()
-assert (k3 >= 0).all()
+assert k3.min() > -1e-6  # never negative (an exp(x) - 1 may leave a rounding error of about 1e-7)
 
 # %% [markdown]
 # ## 6. Per-token rewards
@@ -282,7 +454,7 @@ assert (k3 >= 0).all()
 # a common question, "why is the KL per token but the score at the end?": the score judges the whole response, but
 # the KL of a response is a sum over its tokens, so each token can be charged its own share.
 #
-# ### Exercise 5.3 — `per_token_rewards`
+# ### Exercise 5.6 — `per_token_rewards`
 # **Difficulty** ●●○○○ · **Importance** ●●●●● · about 10 minutes
 #
 # Inputs: `scores` `[B]` (one reward-model score per response), `logprobs` and `ref_logprobs` `[B, T]` (the sampled
@@ -359,7 +531,7 @@ print(f"score of row 2: {scores[2].item():+.3f} | its summed KL penalty: {penalt
 # trusts only the rewards ($\hat A_t$ = reward-to-go $- V_t$). RLHF uses $\gamma = 1$ (a response is short and only its
 # end is scored) and $\lambda = 0.95$. The return is the value head's regression target.
 #
-# ### Exercise 5.4 — `compute_gae`
+# ### Exercise 5.7 — `compute_gae`
 # **Difficulty** ●●●○○ · **Importance** ●●●●● · about 20 minutes
 #
 # Inputs: `rewards` and `values` `[B, T]` (their padding may hold anything), `mask` `[B, T]` right-padded, `gamma`,
@@ -471,6 +643,19 @@ print(f"whitened over real tokens: mean {masked_mean(white, response_mask):+.3f}
 # $$L^{\text{CLIP}}(\theta) = \mathbb{E}\Big[\min\big(\rho_t \hat A_t,\; \operatorname{clip}(\rho_t, 1-\epsilon,
 # 1+\epsilon)\, \hat A_t\big)\Big].$$
 #
+# **Predict first**, from the formula alone: the cases and the plot below answer it, and the cell after the plot
+# grades it.
+
+# %%
+guess = exercises.predict(
+    "With ε = 0.2, a token has advantage A = +1 and its ratio has already reached ρ = 1.4 (past 1 + ε). What is the "
+    "derivative of its objective min(ρ·A, clip(ρ, 1 − ε, 1 + ε)·A) with respect to ρ?",
+    choices={"a": "+1: the objective is still ρ·A, so the gradient keeps raising ρ",
+             "b": "0: the objective is the constant (1 + ε)·A, so nothing pulls ρ either way",
+             "c": "−1: the clip pulls ρ back towards 1 + ε"})
+guess.answer = None  # ← your answer, "a", "b" or "c" (or press a button above)
+
+# %% [markdown]
 # Per token there are four cases, drawn below:
 #
 # * $\hat A > 0$ and $\rho \le 1+\epsilon$: the unclipped term is the minimum; the gradient raises $\rho$.
@@ -513,6 +698,14 @@ axes[0].set_ylabel("per-token objective (to maximise)")
 plt.suptitle("PPO's clipped surrogate: where the gradient is zero", y=1.02)
 plt.tight_layout(); plt.show()
 
+# %%
+rho = 1.4
+slope = float(clipped_objective([rho], 1.0, eps)[1][0])  # d objective / d rho at rho = 1.4, A = +1, by autograd
+guess.reveal("a" if slope > 0.5 else "c" if slope < -0.5 else "b",
+             why=f"autograd gives {slope:+g} there: min({rho:g}·A, {1 + eps:g}·A) is the clipped term, which does not "
+                 "depend on ρ (the red stretch of the left panel). The clip removes the incentive to go further; it "
+                 "does not push back.")
+
 # %% [markdown]
 # ## 9. The clipped policy loss
 #
@@ -523,7 +716,7 @@ plt.tight_layout(); plt.show()
 # -\operatorname{clip}(\rho_t, 1-\epsilon, 1+\epsilon)\, \hat A_t\big), \qquad \rho_t = \exp(\log\pi_\theta(y_t) -
 # \log\pi_{\text{old}}(y_t)).$$
 #
-# ### Exercise 5.5 — `clipped_policy_loss`
+# ### Exercise 5.8 — `clipped_policy_loss`
 # **Difficulty** ●●●○○ · **Importance** ●●●●● · about 15 minutes
 #
 # Inputs: `logprobs` `[B, T]` (the current policy's log-probs of the sampled tokens, with gradient), `old_logprobs`
@@ -579,7 +772,7 @@ exercises.check_clipped_policy_loss(clipped_policy_loss)
 # Deep Policy Gradients: A Case Study on PPO and TRPO*) found that it does not always help; we keep it for fidelity
 # to the recipe.
 #
-# ### Exercise 5.6 — `clipped_value_loss`
+# ### Exercise 5.9 — `clipped_value_loss`
 # **Difficulty** ●●○○○ · **Importance** ●●●●○ · about 10 minutes
 #
 # Inputs: `values` `[B, T]` (current predictions, with gradient), `old_values` `[B, T]` (at rollout time), `returns`
@@ -702,7 +895,7 @@ assert moved[high] > moved[low]
 # Language Models from Human Preferences*, section 2.2), which moves β in proportion to how far the measured KL per
 # response is from a target.
 #
-# ### Exercise 5.7 — `adaptive_kl_update`
+# ### Exercise 5.10 — `adaptive_kl_update`
 # **Difficulty** ●○○○○ · **Importance** ●●●●○ · about 5 minutes
 #
 # Inputs (all numbers): the current `beta`, the `kl` measured on a batch (nats per response, the mean over the batch
@@ -769,7 +962,8 @@ ax.legend(loc="upper left"); plt.title("adaptive KL: beta falls while KL < targe
 #
 # * **Reward model and value function read query + response; the reward is the last token's score** — `per_token_rewards`.
 # * **Attention masks and correct position ids; prompts left-padded for generation** — `generate`, `response_logprobs_and_values`.
-# * **Log-probs recomputed from `logits / temperature`** with the sampling temperature — `response_logprobs`.
+# * **Log-probs recomputed from `logits / temperature`** with the sampling temperature — `response_logprobs` (yours,
+#   exercise 5.3; the package's in `rlhf_helpers.policy.logprobs`).
 # * **Value head initialised to zero; no dropout** in policy, reference and value passes — `PolicyWithValueHead`; `response_logprobs` refuses a model with active dropout.
 # * **Reward model output normalised** (mean 0, std 1 on samples of the reference policy) — `RewardModel.set_normalisation` (notebook 03).
 # * **Per-token KL penalty; γ = 1, λ = 0.95; advantages whitened per mini-batch** — `PPOConfig`, `ppo_update`.
@@ -789,6 +983,9 @@ ax.legend(loc="upper left"); plt.title("adaptive KL: beta falls while KL < targe
 #
 # * RLHF is RL with one action per token: the score comes once, at the last real token, and the KL penalty at every
 #   token. Every statistic and loss is taken over real tokens only; the padding must never count.
+# * Everything starts from the response's log-probs: one pass over `[query | response]`, the logits at column $c$
+#   scoring the token at $c + 1$, divided by the sampling temperature, with position ids counted from each row's first
+#   real token. Any of the three done differently in two passes makes the KL nonzero at step 0.
 # * GAE turns per-token rewards and values into advantages ($\hat A_t = \delta_t + \gamma\lambda\hat A_{t+1}$, nothing
 #   after the response's end) and value targets ($\hat A_t + V_t$).
 # * PPO's loss is REINFORCE with a baseline, an importance ratio to reuse a batch, and a pessimistic clip. The clip
@@ -831,6 +1028,15 @@ ax.legend(loc="upper left"); plt.title("adaptive KL: beta falls while KL < targe
 #    <details><summary>Answer</summary>The error 12/6 − 1 = 1 is clipped to 0.2, so β ← 0.2 · (1 + 0.2 · 64/10,000) =
 #    0.200256. The horizon is in samples: β needs thousands of samples to change by a lot, so one odd batch cannot
 #    jerk it around.</details>
+#
+# 6. The policy's log-probs come from one function and the reference's from another. At step 0 their KL is not 0 on
+#    batches whose queries have different lengths, and exactly 0 when every query has the same length. What does one
+#    of the two functions get wrong?
+#
+#    <details><summary>Answer</summary>The left padding: the position ids (the default 0, 1, … instead of counting
+#    from each row's first real token), or the attention mask. Without padding the default positions are the right
+#    ones and there is nothing to mask, so the two functions agree; with it, one of them shifts or mixes in the
+#    padding and scores the same tokens differently.</details>
 #
 # **Next: notebook 06** runs these pieces in a loop for a few minutes and measures what changed — with judges the
 # policy never saw.

@@ -49,6 +49,7 @@
 import contextlib
 import copy
 import dataclasses
+import json
 import os
 import tempfile
 
@@ -60,6 +61,8 @@ from IPython.display import clear_output, display
 
 from rlhf_helpers import build_dataset, exercises, get_config
 from rlhf_helpers.config import PPOConfig
+from rlhf_helpers.core.assets import shipped_results_dir
+from rlhf_helpers.core.run_card import read_run_card
 from rlhf_helpers.course import budget, in_ci
 from rlhf_helpers.evaluation import evaluate_policy
 from rlhf_helpers.evaluation.judges import default_judges
@@ -352,9 +355,19 @@ assert weights_apart < 1e-3 * moved, (weights_apart, moved)
 # sampling are pure functions of (seed, step), so the resumed run continues the very same trajectory (a unit test
 # checks that 2 + 2 steps give the same weights as 4).
 #
-# **This cell takes about 2 minutes** on 2 cores with bf16 instructions (150 steps; the cell prints its time), about
-# 1.5 times as long on a CPU without them (float32), and much longer when other programs share the cores; the plots
-# refresh every 5 steps.
+# **This cell takes about 1.5 minutes** on 2 cores with bf16 instructions (150 steps in 1.4 min in the run recorded
+# here; the cell prints its time), about 1.5 times as long on a CPU without them (float32), and longer when other
+# programs share the cores; the plots refresh every 5 steps.
+#
+# **Predict first.** Section 1 measured the SFT policy: the bag-of-words judge calls about half of its held-out
+# reviews positive. After these 150 steps, with the KL held near 6 nats, what share will it call positive? Write
+# your number (a fraction, e.g. 0.6) in the box or in `guess.answer` before you run the training cell; section 6
+# grades it.
+
+# %%
+guess = exercises.predict("After 150 PPO steps, what fraction of held-out continuations will the bag-of-words "
+                          "judge call positive?", number="")
+guess.answer = None  # ← your prediction, e.g. 0.6
 
 # %%
 run_dir = tempfile.mkdtemp(dir=workdir.name)  # a fresh directory: re-running this cell starts a new run
@@ -418,8 +431,8 @@ print(frame[["score", "kl", "kl_coef", "entropy", "clip_fraction", "explained_va
 # How to read them: the **score** climbs while the **KL** grows towards its target and **β** adapts; **entropy**
 # falls as the policy concentrates on what the reward model likes; the **clip fraction** and **approximate KL**
 # show how far each update moves; **explained variance** starts at 0 (the value head starts at zero) and rises as
-# the head learns, though not steadily, since its targets move with the policy: 0.000, 0.424 and 0.316 at the three
-# steps printed above. The
+# the head learns — 0.000, 0.320 and 0.468 at the three steps printed above — though not steadily (its panel), since
+# its targets move with the policy. The
 # reward model's output is already normalised (mean 0, std 1 on SFT samples, notebook 03); "before penalties" means
 # before the optional missing-EOS penalty and score clipping, both off by default, so the first panel equals the
 # score.
@@ -431,6 +444,37 @@ ppo_policy = trainer.accelerator.unwrap_model(trainer.policy).lm.eval()
 after, after_samples = evaluate_policy(ppo_policy, sft, tokenizer, eval_prompts, reward_model.score, judges)
 table = pd.DataFrame({"SFT policy": before, "after PPO": after}).round(3)
 table
+
+# %%
+guess.reveal(after["positive_rate/bag_of_words"], why="the reward model was trained on IMDb's labels, as was this "
+             "judge (on other rows): what one learned to score, the other tends to call positive")
+
+# %% [markdown]
+# **The same run in notebook 07.** Notebook 07 studies this recipe over three seeds, from the run card that
+# `scripts/evaluation_sweep.py` wrote (`rlhf_helpers/assets/tiny/results/run_card_evaluation.json`). Its seed 0 *is*
+# this run: the same settings, seed and 150 steps, and the same held-out evaluation. The card's last row for seed 0
+# beside this notebook's "after PPO" column, and the assertion that they are the same run:
+
+# %%
+evaluation_card = read_run_card(shipped_results_dir("tiny"), "evaluation")
+seed_0 = evaluation_card["parts"]["seeds"]["result"]["0"]
+card_after = {k: seed_0["rows"][-1][k] for k in after}
+print(pd.DataFrame({"this notebook": after, "run card, seed 0": card_after}).round(3))
+this_recipe = json.loads(json.dumps({k: v for k, v in vars(ppo_config).items() if not k.startswith("_")}))
+assert seed_0["settings"] == this_recipe, "the sweep ran another recipe: run scripts/evaluation_sweep.py again"
+# Bit for bit only on the card's kind of machine: bf16 or float32, and the thread count, change the last digits of
+# every sum, and 150 steps of training carry them on.
+card_machine = evaluation_card["machine"]
+same_machine = (trainer.mixed_precision, torch.get_num_threads()) == (card_machine["mixed_precision"],
+                                                                      card_machine["threads"])
+if trainer.state["step"] == seed_0["steps"] and same_machine:  # the full 150 steps (the tests train 60)
+    differ = [k for k in after if abs(after[k] - card_after[k]) > 1e-3 * max(1.0, abs(card_after[k]))]
+    assert not differ, f"this run and the run card's seed 0 differ in {differ}"
+    print(f"the same run: every metric agrees to 3 significant figures at step {seed_0['steps']}")
+else:
+    print(f"not compared: {trainer.state['step']} steps, {trainer.mixed_precision} on {torch.get_num_threads()} "
+          f"threads here; the card: {seed_0['steps']} steps, {card_machine['mixed_precision']} on "
+          f"{card_machine['threads']} threads")
 
 # %% [markdown]
 # Ten held-out prompts (the first ten, not chosen), each with the SFT policy's and the PPO policy's response, the
