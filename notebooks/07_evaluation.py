@@ -20,11 +20,13 @@
 # to believe, and what the reward model is really asking for. One PPO run is one sample of a random process, so we
 # look at several seeds; the reward model is only a proxy of what we want, so we follow a *gold* score that PPO never
 # saw as the policy is pushed further from the SFT model; we watch PPO with no leash at all turn the reward model's
-# weaknesses into nonsense; and we compare with best-of-n, which trains nothing.
+# weaknesses into nonsense; we compare with best-of-n, which trains nothing; and at the end you debug a set of short
+# PPO runs, all but one of them broken, from their training statistics alone.
 #
 # The long experiments (3 seeds, a 400-step run with a weak leash, a run with no leash, best-of-128, fine-tuning on
-# positive reviews; 27 minutes on 2 cores) were run by `scripts/evaluation_sweep.py`, whose run card ships with
-# the course; this notebook plots it and reruns small slices of the same functions live.
+# positive reviews; 25 minutes on 2 cores in the recorded run) were run by `scripts/evaluation_sweep.py`, whose run card
+# ships with the course; this notebook plots it and reruns small slices of the same functions live. The broken runs of
+# the last section come from `scripts/debug_runs.py` and its own run card.
 #
 # **Learning objectives.** After this notebook you can
 # 1. report a policy's result as a mean and spread over seeds, with reward, independent judges, KL, perplexity and
@@ -33,15 +35,17 @@
 #    Gao, Schulman & Hilton (2022);
 # 3. recognise reward hacking in the statistics and in the samples, and say which numbers give it away;
 # 4. compute best-of-n's KL and compare it with PPO at matched KL;
-# 5. probe what a reward model rewards: length, single words, and where it disagrees with the judges.
+# 5. probe what a reward model rewards: length, single words, and where it disagrees with the judges;
+# 6. diagnose a broken PPO run from its per-step statistics: which number gives each common bug away.
 #
 # **Prerequisites:** notebook 06 (the PPO recipe and the evaluation), notebook 03 (the reward model).
-# **Time:** about 45 minutes with the exercises; running every cell takes about 3 minutes on 2 CPU cores.
+# **Time:** about 70 minutes with the exercises (25 of them for the closing "debug this run"); running every cell takes about 2 minutes on 2 CPU cores.
 # **Takes from earlier notebooks:** the shipped SFT policy (02), the shipped reward model (03), the prompts (01),
 # notebook 06's PPO recipe.
 
 # %%
 import dataclasses
+import json
 import tempfile
 
 import matplotlib.pyplot as plt
@@ -54,6 +58,7 @@ from rlhf_helpers.core.assets import shipped_results_dir
 from rlhf_helpers.core.run_card import read_run_card
 from rlhf_helpers.course import budget, in_ci
 from rlhf_helpers.evaluation.best_of_n import best_of_n_curve, draw_candidates
+from rlhf_helpers.evaluation.broken_runs import STATISTICS
 from rlhf_helpers.evaluation.judges import held_out_accuracy
 from rlhf_helpers.evaluation.overoptimisation import fit_overoptimisation
 from rlhf_helpers.evaluation.reward_analysis import disagreements, length_bias, word_attributions
@@ -93,9 +98,13 @@ accuracy.round(3)
 #
 # Notebook 06 trained one run (seed 0). The sweep trained the same recipe with seeds 0, 1 and 2 — the seed changes
 # the prompts drawn, the samples and the mini-batch order — and evaluated each every 25 steps on the same 256
-# held-out prompts. (Seed 0 is notebook 06's run: its last row equals 06's "after PPO" column.)
+# held-out prompts. Seed 0 *is* notebook 06's run: 06 asserts that its "after PPO" column equals this card's last
+# row for seed 0, and the cell below asserts that the card's seed 0 ran 06's recipe (the same settings, 150 steps).
 
 # %%
+recipe_of_06 = dataclasses.replace(course.config.ppo, seed=0, max_minutes=None)  # notebook 06's `ppo_config`
+assert parts["seeds"]["0"]["settings"] == json.loads(json.dumps(vars(recipe_of_06))), "the sweep ran another recipe"
+assert parts["seeds"]["0"]["steps"] == 150, "notebook 06 trains 150 steps"
 KEYS = {"reward": "reward model (proxy)", GOLD: "gold: bag-of-words p(positive)",
         "positive_rate/bag_of_words": "positive, bag of words", "positive_rate/vader": "positive, VADER",
         "kl": "KL to SFT (nats)", "ref_perplexity": "perplexity under SFT", "distinct_1": "distinct-1",
@@ -302,27 +311,41 @@ plt.show()
 #
 # * **The proxy never turns down.** In all three runs the reward model's score rises with $d$ and its fitted β is
 #   negative: the reward model never says "enough".
-# * **The gold does turn down, but not the way the RL form bends.** Without a leash the gold rises to 0.953 at
-#   KL 62 (step 40) and then falls to 0.914 as the samples collapse into "beautifully beautifully …": over-optimisation,
-#   measured. With β = 0.02 it peaks at 0.976 (KL 42, step 100) and ends at 0.958. But fitted to the whole run, the
+# * **The gold does turn down, but not the way the RL form bends.** Without a leash the gold rises to 0.986 at
+#   KL 48 (step 20) and then falls to 0.910 as the samples collapse into "outstanding outstanding …":
+#   over-optimisation, measured. With β = 0.02 it reaches 0.966 by step 40 (KL 35) and then wanders between 0.935
+#   and 0.962 to step 400, at KL 34–48. But fitted to the whole run, the
 #   RL form puts the gold's peak far outside the data (see "peak KL" in the table): its slow $\log d$ bend cannot
 #   follow a gold that climbs almost straight and then saturates near 1 (it is a probability) and drops in a few
 #   steps when the samples collapse. **Our data do not follow Gao et al.'s RL form beyond its rising part.**
-# * **06's recipe is still on the rising part:** at KL ≤ 6.6 the gold climbs all the way.
+# * **06's recipe is still on the rising part:** its three seeds stay at KL ≤ 6.5, where the gold is still rising.
 #
 # Why does our gold forgive so much? The bag-of-words judge loves the same words as the reward model ("wonderful",
-# "beautifully"): a gold that is itself a simple model of sentiment can be exploited in the same way, and VADER, an
+# "outstanding"): a gold that is itself a simple model of sentiment can be exploited in the same way, and VADER, an
 # unrelated method, calls every one of the no-leash samples positive. Gao et al.'s gold was a far larger reward
 # model than the proxy; ours is smaller. The evidence of hacking is in the KL, the perplexity and distinct-n.
 #
 # ## 4. Reward hacking, live
 #
-# Set β = 0 and nothing holds the policy near the SFT model. In the sweep's no-leash run the KL is 45 nats after 20
-# steps and distinct-2 has fallen from 0.93 to 0.10; by step 80 it is 0.007 — nearly every response is "beautifully
-# beautifully …". The reward model scores that about 3.0, three standard deviations above the SFT policy's samples;
-# the perplexity under the reference passes 1,000; VADER calls all of it positive. This is **reward hacking**: the
-# policy found the reward model's favourite word and repeats it. β = 0.02 takes a few more steps (KL 30 after 20)
-# and settles on a family of its own ("wonderfully. It is wonderful. It is great. …").
+# Set β = 0 and nothing holds the policy near the SFT model. Before reading on, predict how far it drifts, measured
+# by the perplexity of its samples under the SFT policy (how surprised the SFT model is by the text; section 2's
+# table has it for the SFT policy and for 06's recipe, printed again here as the scale):
+
+# %%
+no_leash_steps = parts["no_leash"]["steps"]
+print(f"perplexity under the SFT policy: the SFT policy's own samples {sft_row['ref_perplexity']:.0f}; 06's recipe "
+      f"after {seeds['0']['steps']} steps {final.loc['ref_perplexity'].mean():.0f} (mean of the seeds)")
+guess_perplexity = exercises.predict(f"With β = 0 (no leash), what will the perplexity of the policy's samples under "
+                                     f"the SFT policy be after {no_leash_steps} steps?", number="", tolerance=0.5)
+guess_perplexity.answer = None  # ← your prediction, a number (within 50% counts as right)
+
+# %% [markdown]
+# In the sweep's no-leash run the KL is 48 nats after 20 steps and distinct-2 has fallen from 0.934 to 0.505; by step 80
+# it is 0.017 — nearly every response is "outstanding outstanding …". The reward model scores that 3.17, more than three
+# standard deviations above the SFT policy's samples; the perplexity under the reference passes 6,000 by step 20; VADER
+# calls all of it positive. This is **reward hacking**: the policy found the reward model's favourite word and repeats
+# it. β = 0.02 drifts a little more slowly (KL 26 after 20 steps) and settles on a family of its own ("outstanding! A
+# wonderful classic …", "Great fun. …").
 #
 # The same story, with a stranger ending, happened while this course was written: a flipped sign on the KL penalty
 # (which *rewards* the policy for moving away from the reference) produced "best best ۿ� splend nicely splend" at
@@ -349,6 +372,14 @@ axes[1].set_yscale("log")
 axes[0].legend(fontsize=7)
 plt.tight_layout()
 plt.show()
+
+# %%
+no_leash_ppl = [r["ref_perplexity"] for r in parts["no_leash"]["rows"]]
+peak_row = parts["no_leash"]["rows"][int(np.argmax(no_leash_ppl))]
+guess_perplexity.reveal(no_leash_ppl[-1], why=(
+    f"{no_leash_ppl[-1] / sft_row['ref_perplexity']:.0f}× the SFT policy's own samples: the policy repeats the reward "
+    f"model's favourite words, text the SFT model finds very unlikely, and with β = 0 nothing in the reward counts "
+    f"that (it peaked at {peak_row['ref_perplexity']:.0f}, step {peak_row['step']}, as the samples collapsed)"))
 
 # %% [markdown]
 # Now live: the same recipe with β = 0 from the SFT policy, a few dozen steps (this cell takes about a minute; the
@@ -423,8 +454,20 @@ exercises.check_best_of_n_kl(best_of_n_kl)
 
 # %% [markdown]
 # The sweep drew 128 responses for each of the 256 held-out prompts and read every n = 1, 2, 4, … 128 off the same
-# draws (each prompt's 128 draws cut into 128 / n groups of n; the best of each group kept; averaged). Live, a
-# smaller draw of the same kind:
+# draws (each prompt's 128 draws cut into 128 / n groups of n; the best of each group kept; averaged). The more
+# candidates, the harder best-of-n pushes on the reward model. Predict first:
+
+# %%
+bon_n_max = parts["bon"]["n_max"]
+guess_bon = exercises.predict(f"From best-of-16 to best-of-{bon_n_max}, what does the gold (the bag-of-words judge's "
+                              "p(positive)) do?",
+                              choices={"a": "it keeps rising (by more than 0.01)",
+                                       "b": "it stays flat (within ±0.01)",
+                                       "c": "it falls by more than 0.01: the proxy is over-optimised"})
+guess_bon.answer = None  # ← "a", "b" or "c"
+
+# %% [markdown]
+# Live, a smaller draw of the same kind, beside the run card's:
 
 # %%
 n_live = budget(learner=16, ci=4)
@@ -437,6 +480,14 @@ pd.concat({f"live, n ≤ {n_live}": pd.DataFrame(live_bon).set_index("n"), "run 
 # %%
 assert live_bon[-1][GOLD] > live_bon[0][GOLD] and live_bon[-1]["reward"] > live_bon[0]["reward"] + 0.3
 print("best-of-n: proxy and gold both rise with n")
+
+# %%
+large, small = bon.loc[bon.index.max()], bon.loc[16]
+gold_gain = large[GOLD] - small[GOLD]
+guess_bon.reveal("a" if gold_gain > 0.01 else "c" if gold_gain < -0.01 else "b", why=(
+    f"the gold moves by {gold_gain:+.3f} (the proxy by {large['reward'] - small['reward']:+.3f}) while the KL goes "
+    f"only from {small['kl']:.1f} to {large['kl']:.1f} nats: best-of-n's KL grows like log n, so even n = "
+    f"{bon.index.max()} stays close to the SFT policy, where section 3's PPO runs were still gaining gold"))
 
 # %% [markdown]
 # Best-of-n beside PPO, on the axes of Gao et al.: every point of the three seeds, the dense first 30 steps of
@@ -473,10 +524,10 @@ matched.round(3)
 
 # %% [markdown]
 # At every KL it reaches, best-of-n beats PPO's early steps on the gold, and on the proxy by far more: at KL 3.9
-# (n = 128) the gold is 0.737 against 0.645 for PPO at the same KL. Best-of-n spends its KL only on what the reward
+# (n = 128) the gold is 0.737 against 0.622 for PPO at the same KL. Best-of-n spends its KL only on what the reward
 # model ranks higher, while a PPO step from a 64-sample gradient also moves the policy in directions the reward does
 # not ask for; Gao et al. saw the same for their models (RL needs more KL than best-of-n for the same gold). The
-# price is paid at inference — 128 samples per prompt — and the KL grows only like log n: PPO passed 6 nats in 150
+# price is paid at inference — 128 samples per prompt — and the KL grows only like log n: PPO passed 5 nats in 150
 # steps and then samples one response. The best-of-n gold follows Gao et al.'s form $d(\alpha - \beta d)$ closely
 # (its $R^2$ is in the legend); the fitted peak lies at KL ≈ 61, where best-of-n would need n ≈ e^62 samples.
 #
@@ -510,9 +561,9 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# In about the same wall time (2.4 minutes against 2.0 for a PPO seed), fine-tuning on positive reviews moves the
-# gold from 0.507 to 0.547 and the bag-of-words rate from 52% to 59%; PPO reaches 0.784 and 88%. The fine-tuned policy
-# stays close to the SFT model (KL 0.45) and keeps its diversity (distinct-2 0.938): it learned to write like the
+# In about the same wall time (1.6 minutes against 1.6 for a PPO seed), fine-tuning on positive reviews moves the
+# gold from 0.507 to 0.561 and the bag-of-words rate from 52% to 62%; PPO reaches 0.749 and 83%. The fine-tuned policy
+# stays close to the SFT model (KL 0.41) and keeps its diversity (distinct-2 0.940): it learned to write like the
 # positive IMDb reviews, most of whose words are plot, actors and asides rather than praise, so a 4–16-token
 # continuation is rarely a verdict. Its curve sits at the bottom left of the figure, below best-of-2 (0.565 at
 # KL 0.19). Maximum likelihood on positive text optimises the likelihood of positive text; PPO optimises the
@@ -553,8 +604,9 @@ pd.DataFrame(hacked_bias["by_length"]).T.round(3)
 
 # %% [markdown]
 # On the SFT policy's samples the reward model shows no length bias (correlation −0.04 with the response length;
-# the gold −0.01). On the hacked policy's samples it shows a strong one: correlation 0.68 — a 16-token run of
-# "beautifully" scores 3.56, a 4-token run 2.26 — while the gold stays flat (0.10). The reward model learned that
+# the gold −0.01). On the hacked policy's samples it shows a strong one: correlation 0.67 — a 16-token run of
+# "outstanding" scores 3.75 on average, a 4-token run 2.44 — while the gold hardly moves (0.922 at 4 tokens, 0.964 at
+# 16; correlation 0.25). The reward model learned that
 # more positive words make a more positive review, without a ceiling; on the SFT policy's text that never mattered,
 # and PPO without a leash found it. A reward model's biases live *off* the distribution it was trained on, which is
 # exactly where optimisation takes the policy.
@@ -579,11 +631,148 @@ pd.concat({"reward model ≫ gold": pd.DataFrame(gaps["proxy_over_gold"])[column
            "gold ≫ reward model": pd.DataFrame(gaps["gold_over_proxy"])[columns]}).round(2)
 
 # %% [markdown]
-# Every sample of the hacked policy repeats "beautifully"; what separates the two lists is how many times. The
-# reward model keeps paying for more repetitions (rewards near 4 for the long runs of the first list), while the
-# bag-of-words judge gives p ≈ 0.97–0.98 to the runs of four or five in the second list and 0.89–0.92 to the long ones. Occlusion missed it: leaving out
-# one "beautifully" of twenty changes the reward by about 0.06 — the repetitions count together, which a
-# one-word-at-a-time probe cannot see.
+# Every sample of the hacked policy repeats "outstanding"; what separates the two lists is how many times. The
+# reward model keeps paying for more repetitions (3.45–3.76 for the long runs of the first list, even with a stray
+# "poorly" among them), while the bag-of-words judge gives p ≈ 0.98–1.00 to the short runs of four to six positive
+# words in the second list and 0.80–0.91 to the long ones. Occlusion missed it: leaving out one "outstanding" of
+# twenty changes the reward by about 0.07 — the repetitions count together, which a one-word-at-a-time probe cannot
+# see.
+
+# %% [markdown]
+# ## 8. Debug this run
+#
+# A bug in PPO rarely crashes anything: the run trains, prints numbers and saves a policy. What gives it away is the
+# shape of the statistics every step logs. `scripts/debug_runs.py` trained the first steps of notebook 06's recipe
+# several times — the same SFT policy, the same seed, so the same prompts and response lengths at every step — once
+# as it is and every other time with one bug injected from outside the trainer (a config field, another reward
+# function or reference model, or one of the trainer's functions swapped for a broken one). Its run card keeps
+# each run's statistics under a neutral label, shuffled, and the answer key apart. (The bugs are defined in
+# `rlhf_helpers/evaluation/broken_runs.py`; it names them, so open it only after the exercise.)
+
+# %%
+debug = read_run_card(shipped_results_dir("tiny"), "debug")
+debug_runs = {label: part["result"] for label, part in debug["parts"].items()}
+print(f"{len(debug_runs)} runs ({', '.join(debug_runs)}) of {debug['steps']} PPO steps each, "
+      f"{sum(p['wall_seconds'] for p in debug['parts'].values()) / 60:.1f} minutes in all on "
+      f"{debug['machine']['threads']} threads ({debug['machine']['mixed_precision']})")
+print("\nThe options — each is the bug of exactly one run ('healthy': no bug):")
+for name, what in sorted(debug["bugs"].items()):
+    print(f"  {name:20s} {what}")
+
+# %% [markdown]
+# What each statistic is, and what it does in a run without bugs (`PPOTrainer`'s history, one value per step):
+#
+# * **score**: the reward model's mean score of the step's responses. Normalised to mean 0 and standard deviation 1
+#   on the SFT policy's own samples, so it starts near 0; it is what PPO climbs, noisily.
+# * **KL to the reference**: $\log \pi - \log \pi_\text{ref}$ at the sampled tokens, summed over a response,
+#   averaged over the batch. At step 1 the policy *is* the reference (nothing has been updated yet), so a correct
+#   estimate reads exactly 0 there; after that it grows, and the KL penalty keeps it from running away.
+# * **KL coefficient β**: the adaptive controller (notebook 05) raises β a little when the KL is above its target
+#   and lowers it when below; over a few dozen steps it moves only slightly, but the direction says on which side of
+#   the target the KL is.
+# * **entropy** of the policy's next-token distribution at the sampled positions: a fall towards 0 means the policy
+#   keeps choosing the same few tokens.
+# * **clip fraction**: the share of tokens whose ratio $\pi / \pi_\text{old}$ left $[1 - \epsilon, 1 + \epsilon]$ in
+#   the direction the advantage favours, so their gradient was cut. Each step's later mini-batches see a policy that
+#   has already moved, so it is small but not 0.
+# * **value loss**: the value head's squared error against the returns. Its scale is the scale of the rewards.
+# * **explained variance** $1 - \mathrm{Var}[R - V] / \mathrm{Var}[R]$: 0 for values that do no better than a
+#   constant, creeping above 0 as the value head learns.
+
+# %%
+fig, axes = plt.subplots(len(debug_runs), len(STATISTICS), figsize=(2.5 * len(STATISTICS), 1.5 * len(debug_runs)),
+                         sharex=True)
+for row, (label, run) in zip(axes, debug_runs.items()):
+    steps = [h["step"] for h in run["history"]]
+    for ax, key in zip(row, STATISTICS):
+        if key != "kl_coef":  # where 0 is (some statistics must be 0 at times, others never); β's moves are small
+            ax.axhline(0, color="0.8", lw=0.8)
+        ax.plot(steps, [h[key] for h in run["history"]], color="C0", lw=1.2)
+        ax.tick_params(labelsize=7)
+    row[0].set_ylabel(label, fontsize=11)
+for ax, title in zip(axes[0], STATISTICS.values()):
+    ax.set_title(title, fontsize=8)
+for ax in axes[-1]:
+    ax.set_xlabel("PPO step", fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The same statistics as numbers — at step 1 (before any update has changed the policy) and averaged over the last
+# five steps — and each run's last samples:
+
+# %%
+ends = {label: {(STATISTICS[key], when): (run["history"][0][key] if when == "step 1"
+                                           else np.mean([h[key] for h in run["history"][-5:]]))
+                for key in STATISTICS for when in ("step 1", "last 5")}
+        for label, run in debug_runs.items()}
+pd.DataFrame(ends).T.round(3)
+
+# %%
+pd.DataFrame({label: run["samples"][:2] for label, run in debug_runs.items()}, index=["sample 1", "sample 2"]).T
+
+# %% [markdown]
+# ### Exercise 7.4 — debug this run: `debug_diagnosis`
+# **Difficulty** ●●●○○ · **Importance** ●●●●● · about 25 minutes
+#
+# Return a dict with one entry per run, `{"run A": bug name, ...}`, each bug name one of the options printed above
+# (`"healthy"` for the run without a bug; every option is the answer for exactly one run). The check says, for each
+# run you got wrong, which statistic should have given it away.
+#
+# *Hint:* go statistic by statistic rather than run by run. Which runs show a statistic that is *exactly* 0 where
+# it should not be — or not 0 where it must be? Which runs drift far from the reference, and how do they differ from
+# each other? Which run's numbers are on a different scale from the first step? What is left is the healthy run:
+# the one with none of these.
+
+# %%
+def debug_diagnosis():
+    """Which bug each debug run has -> {"run A": bug name, ...}: every run, each name one of the options."""
+    ### BEGIN SOLUTION
+    return {
+        "run A": "top_p_mismatch",       # KL above 0 at step 1, when the policy still is the reference
+        "run B": "ratio_always_one",     # clip fraction exactly 0 at every step: the ratio never leaves 1
+        "run C": "reference_is_policy",  # KL exactly 0 at every step while the score climbs: no leash
+        "run D": "no_value_loss",        # explained variance exactly 0 at every step: the values stay 0
+        "run E": "healthy",              # none of the signatures
+        "run F": "raw_scores",           # value loss many times the others' from step 1: rewards on another scale
+        "run G": "kl_sign_flipped",      # KL runs away, β rises, entropy collapses, yet the score climbs
+        "run H": "advantages_negated",   # the score falls from the first steps while the KL runs away
+    }
+    ### END SOLUTION
+
+
+# %% tags=["nbval-check-output"]
+exercises.check_debug_diagnosis(debug_diagnosis)
+
+# %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_debug_diagnosis` names each of these when your function makes it:
+#
+# - the healthy run called broken
+# - the run with the flipped KL penalty not recognised
+# - the run whose reference is the policy itself not recognised
+# - the run trained on raw scores not recognised
+# - the run without a value loss not recognised
+# - the run with negated advantages not recognised
+# - the run whose ratio is always 1 not recognised
+# - the run with the top-p mismatch not recognised
+# - a name that is not one of the options
+# - a run left out
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
+
+# %% [markdown]
+# Most of these bugs leave their mark in a statistic whose value in a correct run is *known*, not just "about
+# right": the KL is exactly 0 at step 1 and not 0 afterwards; the clip fraction and the explained variance are
+# small but not exactly 0 from the first steps; a normalised reward starts near 0 and its value loss is on the scale
+# of its variance. A statistic stuck at exactly 0, or off 0 where it must be 0, is a bug, not bad luck. Two of the
+# bugs look alike at first — both make the KL run away — and the score tells them apart. And the healthy run has
+# none of these marks, which is why the first thing to know about a PPO run is what a healthy one looks like
+# (notebook 06's statistics).
 #
 # ## Key takeaways
 #
@@ -597,6 +786,9 @@ pd.concat({"reward model ≫ gold": pd.DataFrame(gaps["proxy_over_gold"])[column
 #   at matched KL.
 # * Fine-tuning on positive text moves the policy too, but towards the whole distribution of positive reviews, not
 #   towards what the reward model (or the judge) scores.
+# * A broken PPO run still trains. Its per-step statistics say what is wrong — a KL that is 0, or not 0, when it
+#   must not be; a clip fraction or explained variance stuck at exactly 0; a falling score; a value loss on the wrong
+#   scale — provided you know what they look like in a healthy run.
 #
 # ## Self-check
 #
@@ -627,5 +819,13 @@ pd.concat({"reward model ≫ gold": pd.DataFrame(gaps["proxy_over_gold"])[column
 #    <details><summary>Answer</summary>The reward model is what PPO optimises; measuring it again on other prompts
 #    measures how well PPO exploited it, not whether the reviews became positive. A gold must be independent of the
 #    proxy — another model, trained differently (here on IMDb's labels, with a different model family).</details>
+#
+# 5. A run's clip fraction is exactly 0 at every step, and its score still rises. Why worry?
+#
+#    <details><summary>Answer</summary>A clip fraction of exactly 0 means the ratio π/π_old never left [1 − ε, 1 + ε]
+#    in any mini-batch — impossible once an earlier mini-batch of the same step has moved the policy, unless the
+#    "old" log-probs are recomputed from the current policy (ratio always 1). The run then does plain policy gradient
+#    with no trust region: it may climb for a while and then take a step far too large, and nothing stops
+#    it.</details>
 #
 # **Next: notebook 08** goes beyond PPO — DPO, GRPO, RLOO and best-of-n on one reward–KL frontier.
