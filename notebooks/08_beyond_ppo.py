@@ -24,22 +24,22 @@
 # sampling but drop the value head. **Best-of-n** (notebook 07) trains nothing.
 #
 # The picture is the DPO paper's Figure 2 (left), drawn for this very task: every method's held-out *gold* reward
-# against its KL from the SFT policy, at checkpoints along each run. The long runs (18 runs, 52 minutes on 2
-# cores) were made by `scripts/frontier_sweep.py`, whose run card ships with the course; this notebook plots it and
+# against its KL from the SFT policy, at checkpoints along each run. The long runs (18 runs; 55 minutes on 2
+# cores in the recorded run, which shared the machine with other work) were made by `scripts/frontier_sweep.py`, whose run card ships with the course; this notebook plots it and
 # trains DPO live at the sweep's scale, and GRPO and RLOO for the first 20 rounds of the sweep's runs.
 #
 # **Learning objectives.** After this notebook you can
 # 1. derive DPO's loss from the optimum of the KL-regularised objective (notebook 00) and the Bradley–Terry model
 #    (notebook 03), and say what DPO's *implicit reward* is;
-# 2. write that optimum, the implicit reward and the DPO loss yourself (exercises 8.1–8.3), and show on a small
-#    problem why DPO cannot do without its reference model;
+# 2. write that optimum, the implicit reward, the DPO loss and the log-probability of a completion yourself
+#    (exercises 8.1–8.4), and show on a small problem why DPO cannot do without its reference model;
 # 3. build preference pairs from the SFT policy, train DPO on them, and check our loss against TRL's `DPOTrainer`;
 # 4. run TRL's GRPO and RLOO on our task and compare them with our PPO at equal wall time;
 # 5. read a reward–KL frontier — PPO, DPO, GRPO, RLOO, best-of-n and Preferred-FT — and compare it with the paper's.
 #
 # **Prerequisites:** notebook 00 (the optimum $\pi^* \propto \pi_\text{ref}\, e^{r/\beta}$), 03 (Bradley–Terry),
 # 04 (GRPO and RLOO in TRL's source), 06 (the PPO recipe), 07 (evaluation along a run, best-of-n, the gold judge).
-# **Time:** about 50 minutes with the exercises; running every cell takes about 7 minutes on 2 CPU cores (bf16),
+# **Time:** about an hour with the exercises; running every cell takes about 4 minutes on 2 CPU cores (bf16),
 # most of it the live DPO, GRPO and RLOO runs.
 
 # %%
@@ -242,6 +242,54 @@ print(inspect.getsource(dpo.dpo_loss))
 # completions; $\pi_\text{ref}$ is the SFT policy's probability of each, renormalised over the eight; $r$ is our
 # reward model's score. Two of the candidates are what a reward model over-scores — repetitions of a positive word —
 # and the SFT policy finds them very unlikely.
+#
+# ### Exercise 8.4 — the log-probability of a completion: `sequence_logprobs`
+# **Difficulty** ●●○○○ · **Importance** ●●●●● · about 10 minutes
+#
+# DPO's four inputs, and the toy's $\pi_\text{ref}$, are log-probabilities of whole completions *given* their prompt,
+# $\log \pi(y|x) = \sum_t \log \pi(y_t \mid x, y_{<t})$: a sum over the completion's tokens only. Inputs: a causal
+# LM `model`; `input_ids` `[N, L]`, each row a prompt then its completion, right-padded; `attention_mask` `[N, L]`,
+# 1 on the real tokens (prompt and completion); `completion_mask` `[N, L]`, 1 on the completion's tokens only — the
+# layout of TRL's DPO batches. Output: `[N]`, each row's sum, with gradients (DPO trains the policy through it; the
+# caller wraps the reference's pass in `torch.no_grad()`).
+#
+# *Hint:* notebook 02's shift: the logits at position $t - 1$ predict token $t$, so compare `logits[:, :-1]` with
+# `input_ids[:, 1:]` — and shift the mask the same way. The rows are right-padded, so the default position ids are
+# right here (unlike the left-padded queries of notebook 05's exercise 5.3).
+
+# %%
+def sequence_logprobs(model, input_ids, attention_mask, completion_mask):
+    """Sum of log p(x_t | x_<t) over the completion tokens of each right-padded row.  3 x [N, L] -> [N]."""
+    ### BEGIN SOLUTION
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()  # position t-1 ...
+    targets = input_ids[:, 1:]  # ... predicts token t
+    token_logps = torch.gather(torch.log_softmax(logits, dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)
+    return (token_logps * completion_mask[:, 1:].to(token_logps.dtype)).sum(dim=1)  # the mask, shifted the same way
+    ### END SOLUTION
+
+
+# %% tags=["nbval-check-output"]
+exercises.check_sequence_logprobs(sequence_logprobs)
+
+# %% [markdown]
+# <details><summary>Common mistakes this check recognises</summary>
+#
+# `check_sequence_logprobs` names each of these when your function makes it:
+#
+# - the prompt tokens counted (the attention mask used instead of the completion mask)
+# - the padding counted (no mask)
+# - the mask not shifted like the targets (completion_mask[:, :-1])
+# - no shift (each token read from the logits at its own column)
+# - the mean over the completion's tokens, or over the row, instead of the sum
+# - no gradient (torch.no_grad(), .detach() or .item() inside)
+#
+# It also says when the function is still the stub, raised an error (and on which case), returned the
+# wrong type or shape, or NaN where the answer is finite.
+#
+# </details>
+
+# %% [markdown]
+# Your function scores the eight candidates under the SFT policy:
 
 # %%
 prompt = "This movie was"
@@ -255,7 +303,7 @@ completion = torch.zeros_like(attention)
 for i, row in enumerate(rows):
     completion[i, len(prompt_ids) : len(row)] = 1
 with torch.no_grad():
-    sft_logps = dpo.sequence_logprobs(course.sft, ids, attention, completion).double()
+    sft_logps = sequence_logprobs(course.sft, ids, attention, completion).double()  # your exercise 8.4
 reference_logprobs = torch.log_softmax(sft_logps, 0)  # the SFT policy restricted to the eight candidates
 rewards = course.scorer.score([prompt + c for c in candidates]).double()
 toy = pd.DataFrame({"completion": candidates, "log pi_SFT (whole sequence)": sft_logps.numpy(),
@@ -270,6 +318,18 @@ toy.round(3)
 # "b wins" weighted by the rest. We minimise its mean over the pairs with Adam — once as the paper writes it, once with
 # the reference's log-probabilities replaced by 0 (a "reference-free" DPO) — and compare both with your exercise
 # 8.1's optimum, with the real reference and with a uniform one.
+#
+# **Predict first.** The reference-free DPO sees the same 28 soft-labelled pairs. Where will it put the probability?
+
+# %%
+guess = exercises.predict(
+    "Reference-free DPO (log pi_ref replaced by 0) on the eight candidates, beta 0.5: where does most of the "
+    "probability end up?",
+    choices={"a": "on ' a great film.', as under the SFT policy: the pairs alone do not move it far",
+             "b": "on ' a lot of fun to watch.', the best-rewarded fluent completion",
+             "c": "on the two repetitions ('great great …', 'wonderful …'), which the SFT policy almost never writes",
+             "d": "spread about evenly over the eight: without a reference nothing says which is likelier"})
+guess.answer = None  # ← your answer, "a" … "d" (or press a button above)
 
 # %%
 def toy_dpo(reference_logprobs, rewards, beta, with_reference=True, steps=3000, lr=0.05):
@@ -314,6 +374,15 @@ print(f"max |DPO - pi*| = {float((with_ref.exp() - optimum.exp()).abs().max()):.
 assert torch.allclose(with_ref.exp(), optimum.exp(), atol=1e-3), "DPO should reach the KL-regularised optimum"
 assert torch.allclose(without_ref.exp(), uniform_optimum.exp(), atol=1e-3), "and without the reference, softmax(r/beta)"
 assert kl_to_reference(without_ref) > 5 * kl_to_reference(with_ref)
+
+# %%
+p_free = without_ref.exp()  # the reference-free policy over the eight candidates
+mass = {"a": float(p_free[0]), "b": float(p_free[1]), "c": float(p_free[6] + p_free[7])}
+truth = "d" if float(p_free.max() - p_free.min()) < 0.1 else max(mass, key=mass.get)
+guess.reveal(truth, why=f"' a great film.' ends with {mass['a']:.0%}, ' a lot of fun to watch.' with {mass['b']:.0%}, "
+                        f"the repetitions with {mass['c']:.0%}. Without log pi_ref the loss asks only that the pairs' "
+                        "log-probability differences follow the rewards: it lands on softmax(r / beta), the optimum "
+                        "under a uniform reference, however unlikely the SFT policy finds the winners.")
 
 # %% [markdown]
 # DPO with its reference lands on $\pi^*$, the RLHF optimum: it keeps the fluent positive completions the SFT policy
@@ -402,11 +471,20 @@ plt.show()
 # The loss starts at $\log 2$ — the policy *is* the reference, every implicit reward is 0 — and the share of pairs
 # the implicit reward ranks correctly rises from a coin flip. On held-out prompts the policy moves away from the SFT
 # policy and the gold judge rises, quickly at first and then hardly at all: most of the gain is made in the first 50
-# to 100 steps, while the KL keeps wandering. The live run used the sweep's pairs and settings, and its curve lies
-# on the sweep's (step 200: KL 6.72 and gold 0.756 here, 6.69 and 0.754 there) without being bit-identical; we did
-# not chase the difference. Perplexity under the SFT policy more than doubles (139 → 290), where notebook 06's PPO
-# policy, at about the same KL (6.6), had 127: DPO's policy writes text that the SFT policy finds much less likely.
-#
+# to 100 steps, while the KL keeps wandering. The live run used the sweep's pairs and settings, so its curve lies on
+# the sweep's. The perplexity of the responses under the SFT policy is where DPO and PPO part: the cell below sets
+# the last live row beside the sweep's and beside notebook 06's PPO policy (from notebook 07's run card: seed 0 of
+# the sweep is 06's run), each read from its run, not retyped.
+
+# %%
+ppo_of_06 = read_run_card(shipped_results_dir("tiny"), "evaluation")["parts"]["seeds"]["result"]["0"]["rows"][-1]
+last = {"DPO, this live run": held_out.iloc[-1].to_dict(), "DPO, the sweep (same step)":
+        next((r for r in sweep_rows if r["step"] == live["steps"]), sweep_rows[-1]),
+        f"PPO, notebook 06 (step {ppo_of_06['step']})": ppo_of_06, "SFT policy": sweep_rows[0]}
+print(pd.DataFrame({name: {k: row[k] for k in ["step", "kl", GOLD, "ref_perplexity"]} for name, row in last.items()})
+      .T.round(3))
+
+# %% [markdown]
 # ### Our loss and TRL's `DPOTrainer`
 #
 # TRL 1.16's `DPOTrainer` takes text pairs, tokenizes them and computes the loss in `compute_loss`. Build one with
@@ -431,8 +509,9 @@ batch = next(iter(trl_dpo.get_train_dataloader()))
 trl_dpo.model.eval()
 with torch.no_grad():
     trl_loss = trl_dpo.compute_loss(trl_dpo.model, batch).item()
-    policy_logps = dpo.sequence_logprobs(trl_dpo.model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
-    reference_logps = dpo.sequence_logprobs(course.sft, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    # your exercise 8.4, on TRL's batch: the chosen rows, then the rejected rows
+    policy_logps = sequence_logprobs(trl_dpo.model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    reference_logps = sequence_logprobs(course.sft, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
 our_loss = dpo_loss(*policy_logps.chunk(2), *reference_logps.chunk(2), live_config.beta).item()  # your exercise 8.3
 print(f"TRL DPOTrainer.compute_loss {trl_loss:.6f} | our dpo_loss {our_loss:.6f} | log 2 = {np.log(2):.6f}")
 assert abs(trl_loss - our_loss) < 1e-4 * max(1.0, abs(trl_loss))
@@ -478,6 +557,9 @@ for algorithm in ["grpo", "rloo"]:
     print(f"{algorithm}: {trl_live[algorithm]['steps']} rounds ({trl_live[algorithm]['episodes']} completions) in "
           f"{trl_live[algorithm]['train_seconds']:.0f} s; held out: reward {first['reward']:+.2f} -> {last['reward']:+.2f}, "
           f"gold {first[GOLD]:.3f} -> {last[GOLD]:.3f}, KL {last['kl']:.2f}")
+    swept = next((r for r in parts[f"{algorithm}_b0.05"]["rows"] if r["step"] == live_rounds), None)
+    if swept is not None:  # the sweep's run of the same settings, at the same round
+        print(f"      the sweep's {algorithm} run at round {live_rounds}: gold {swept[GOLD]:.3f}, KL {swept['kl']:.2f}")
 
 # %% [markdown]
 # ### Equal wall time: PPO vs GRPO vs RLOO
@@ -636,24 +718,26 @@ for name in ["ppo_b0.05", "grpo_b0.05", "rloo_b0.05"]:
         print(f"  {sample[GOLD]:.2f}  {sample['query']!r} -> {sample['response']!r}")
 
 # %% [markdown]
-# The live GRPO and RLOO runs of section 5 ended exactly on the sweep's checkpoints at round 20 (gold 0.882 at KL
-# 13.51, 0.903 at KL 14.88): TRL's runs are deterministic here, seeds included.
+# The live GRPO and RLOO runs of section 5 ended exactly on the sweep's checkpoints at round 20 (gold 0.898 at KL
+# 15.42, 0.925 at KL 15.23): TRL's runs are deterministic here, seeds included.
 #
 # How to read the frontier.
 #
+# * **KL ≤ 2.** With a strong leash (β = 0.5) PPO, GRPO and RLOO barely move; DPO at β = 0.5–1 gets more gold for
+#   the same KL (0.646 at KL 1.7, against PPO's 0.592 at 2.0 and GRPO's 0.608 at 1.6).
 # * **KL ≤ 5.** Best-of-n is the one to beat: 0.737 at KL 3.86 (n = 128), above every trained method using the
-#   reward model's signal (PPO 0.718 at KL 4.7, DPO 0.672, RLOO 0.619, GRPO 0.615). Only DPO on **gold-labelled**
-#   pairs does better, 0.766 at KL 4.8 — it learns from the judge itself. With a strong leash (β = 0.5) PPO, GRPO
-#   and RLOO barely move; DPO at β = 0.5–1 gets more gold for the same KL (0.655 at KL 2.1, against PPO's 0.601 at
-#   1.9 and GRPO's 0.610 at 2.1).
-# * **KL ≤ 15.** RLOO (0.903 at KL 14.9) and GRPO (0.882 at 13.5) at β = 0.05, then PPO (0.812 at 7.8) and DPO
-#   (0.807 at 12.4). This ranking is partly one of *checkpoints*: no PPO checkpoint lies between KL 7.8 and 18.6
-#   (its β = 0.05 run was at 18.6 after its first 25 steps), so the frontier there is sparsely sampled.
-# * **Beyond.** The weak-leash runs of PPO, GRPO and RLOO reach 0.92–0.97 at KL 18–39, and VADER calls 91–100% of
-#   their samples positive; the samples above show what that costs in fluency (notebook 07's reward hacking).
-#   PPO on the gold reward is the ceiling: 0.951 at KL 14.9, 0.977 at 19.1.
-# * **DPO ours vs TRL's**: the same loss, the same pairs and settings, nearly the same path (0.754 vs 0.745 gold at
-#   KL 6.7 vs 6.6 after 200 steps). **Preferred-FT** hardly moves (0.541 at KL 0.72): the chosen completion of a pair
+#   reward model's signal (PPO 0.706 at KL 4.8, DPO 0.684, GRPO 0.609, RLOO 0.606). Only DPO on **gold-labelled**
+#   pairs does better, 0.752 at KL 4.8 — it learns from the judge itself.
+# * **KL ≤ 10.** PPO and DPO meet: PPO 0.802 at KL 6.9 (KL target 9), DPO 0.804 at KL 9.6 (β = 0.05).
+# * **KL ≤ 15.** DPO (0.806 at KL 10.1) and PPO (0.802 at 6.9) lead among the methods that learn from the reward
+#   model. The frontier is sparsely sampled here: GRPO and RLOO have no checkpoint between KL 3.4 and 15.2 (their
+#   β = 0.05 runs were past KL 15 at round 20, with gold 0.898 and 0.925 there), and no PPO checkpoint lies between
+#   KL 7.1 and 17.8 (its β = 0.05 run was at 17.8 after its first 25 steps).
+# * **Beyond.** The weak-leash runs of PPO, GRPO and RLOO end at 0.887–0.963 gold at KL 18–32, and VADER calls
+#   82–100% of their samples positive; the samples above show what that costs in fluency (notebook 07's reward
+#   hacking). PPO on the gold reward is the ceiling: 0.914 at KL 13.6, 0.984 at 18.9.
+# * **DPO ours vs TRL's**: the same loss, the same pairs and settings, nearly the same path (0.755 vs 0.746 gold at
+#   KL 6.7 vs 6.6 after 200 steps). **Preferred-FT** hardly moves (0.533 at KL 0.74): the chosen completion of a pair
 #   is only a little better than the rejected one, and imitating it imitates the SFT policy.
 #
 # ### Against the paper's Figure 2
@@ -661,14 +745,15 @@ for name in ["ppo_b0.05", "grpo_b0.05", "rloo_b0.05"]:
 # Rafailov et al. (Figure 2, left; gpt2-large, a sentiment classifier as the ground truth that also labelled the
 # pairs) found DPO's frontier above every other method's at every KL: about 0.9 reward at KL 1–2 and 0.95–1.0 at KL
 # 3–5, where PPO reached 0.85–0.9 only around KL 10–12. **We do not reproduce that.** With pairs labelled by the
-# reward model, DPO is below PPO and best-of-n up to KL 10; with pairs labelled by the gold — the paper's setting —
-# it leads at KL ≤ 5 (0.766 vs PPO's 0.718), but by a few points, not by the paper's margin, and it stops moving at
+# reward model, DPO leads PPO only under a strong leash (KL ≤ 2), trails it at KL ≤ 5, is level with it at KL ≤ 10,
+# and stays below best-of-n as far as best-of-n reaches; with pairs labelled by the gold — the paper's setting — it
+# leads at KL ≤ 5 (0.752 vs PPO's 0.706), but by a few points, not by the paper's margin, and it stops moving at
 # KL ≈ 5. Differences that may explain it, none of them tested here: a 5 M-parameter policy instead of 774 M; 200
 # steps on 6,144 pairs from 1,024 prompts; a gold judge that agrees with the reward model's labels on only 67.6% of
 # the pairs and separates the two completions of a gold-labelled pair by 0.20 on average (so the labels are
-# noisy); one seed per setting (notebook 07's three PPO seeds spread by ±0.02 gold at KL 5.6–6.6). Our PPO is the
+# noisy); one seed per setting (notebook 07's three PPO seeds end 0.013 gold apart, at KL 5.3–5.5). Our PPO is the
 # stronger baseline on this scale. The frontier is a measurement of these runs, not a ranking of the methods.
-
+#
 # ## Key takeaways
 #
 # * DPO is the RLHF objective solved backwards: the optimum $\pi^* \propto \pi_\text{ref}\, e^{r/\beta}$ makes
@@ -676,6 +761,8 @@ for name in ["ppo_b0.05", "grpo_b0.05", "rloo_b0.05"]:
 #   the partition function cancels — a classification loss on preference pairs, no reward model, no sampling.
 # * The reference is the leash. DPO without it still fits the preferences, but towards the optimum under a uniform
 #   prior: on the toy, most probability went to the repetitions the reward model over-scores.
+# * Every log-probability in DPO is a sum over the completion's tokens only, given the prompt: the logits at $t - 1$
+#   score token $t$, and the completion mask shifted the same way picks the terms.
 # * DPO learns only from the pairs it is given (here sampled once from the SFT policy); PPO, GRPO and RLOO keep
 #   sampling from the policy they train and score what it writes now. Where the policy drifts from the data, only
 #   the on-policy methods see it.
@@ -713,6 +800,14 @@ for name in ["ppo_b0.05", "grpo_b0.05", "rloo_b0.05"]:
 #    so they sample k times per prompt and give one advantage to a whole completion (no per-token credit from a value
 #    function). DPO gives up on-policy data: it learns from fixed pairs, so it cannot see or correct what the policy
 #    writes once it drifts from them, and its only leash is the implicit one through β.</details>
+#
+# 5. Your `sequence_logprobs` sums over the attention mask instead of the completion mask, so every sum includes the
+#    prompt's tokens. Why does DPO's loss not change for pairs whose two completions share a prompt, and what does?
+#
+#    <details><summary>Answer</summary>The prompt's tokens come before the completion, so a causal model gives them
+#    the same log-probabilities in the chosen and the rejected row; in the margin $(\log\pi_c - \log\pi_{\text{ref},c})
+#    - (\log\pi_r - \log\pi_{\text{ref},r})$ they cancel. What changes is every number that is not such a difference:
+#    the implicit rewards logged during training, and any $\log \pi(y|x)$ compared across prompts.</details>
 #
 # **This is the last notebook of the course.** The same package functions train the real 124 M GPT-2 on the hub's
 # IMDb with the `gpt2` profile (`--profile gpt2` or `RLHF_PROFILE=gpt2`; online, and a GPU helps): the frontier sweep
