@@ -13,7 +13,10 @@ Playwright, opens
   learner copies, so nothing else runs them);
 * a **solved** notebook (``notebooks/02_sft_policy.ipynb``): its first cells, then the cells the generation panel
   needs and the panel, with no error at all; a new prompt is typed and **Generate** pressed, and the panel must
-  show samples of it, and only of it.
+  show samples of it, and only of it;
+* the solved ``notebooks/03_reward_model.ipynb`` up to its labelling widget (section 11): two pairs are labelled
+  by clicking, the widget must count them and move on, and the labels file it names must hold exactly those two
+  labels (under the tests the file is in a temporary directory).
 
 Every widget must render (no "Error displaying widget", no widget shown as its text repr). The notebooks are
 copies in a temporary directory, so nothing in the checkout is written.
@@ -58,6 +61,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 LEARNER_00 = "notebooks/learner/00_introduction.ipynb"
 SOLVED_02 = "notebooks/02_sft_policy.ipynb"
+SOLVED_03 = "notebooks/03_reward_model.ipynb"
 # Learner copies whose first cells, through the first exercise's check, run in seconds (nbval skips learner copies;
 # the first cells of 06-08 load models and data for a minute each, and nbval runs the same code in the solved ones).
 LEARNER_FIRST_CELLS = ["notebooks/learner/02_sft_policy.ipynb", "notebooks/learner/03_reward_model.ipynb"]
@@ -173,7 +177,7 @@ def _write_settings(folder: Path):
 def lab(chromium, tmp_path_factory):
     base = tmp_path_factory.mktemp("jupyterlab")
     root = base / "course"
-    for notebook in (LEARNER_00, SOLVED_02, *LEARNER_FIRST_CELLS):
+    for notebook in (LEARNER_00, SOLVED_02, SOLVED_03, *LEARNER_FIRST_CELLS):
         (root / notebook).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / notebook, root / notebook)
     shutil.copytree(REPO / "images", root / "images")  # the notebooks' markdown shows ../images/*.png
@@ -550,4 +554,43 @@ def test_solved_notebook_02_generation_panel_writes_on_generate(page, lab, scree
     assert notebook.errors([panel_cell]) == [] and notebook.widget_problems([panel_cell]) == []
     _report_stderr(notebook, ran)
     notebook.screenshot("generation_panel", element=cell.locator(".widget-vbox").first)
+    assert page.page_errors == [], f"JavaScript errors in the page: {page.page_errors}"
+
+
+def test_solved_notebook_03_labelling_widget_saves_each_click(page, lab, screenshots):
+    notebook = Notebook(page, lab, SOLVED_03, screenshots).open()
+    widget_cell = notebook.index("session.widget()")
+    # Everything before the widget (under RLHF_CI=1 the trainings are short): it draws its pairs with the SFT
+    # policy the earlier cells load, and writes its labels file in a temporary directory.
+    ran = notebook.run(range(widget_cell + 1))
+    assert notebook.errors(ran) == [], f"{SOLVED_03}: a solved notebook shows errors"
+    assert notebook.widget_problems(ran) == []
+
+    cell = notebook.cells.nth(widget_cell)
+    notebook.scroll_to(widget_cell)
+    progress = cell.locator(".widget-html").first
+    notebook.wait_visible(progress, "the labelling widget", widget_cell)
+    count = lambda: re.search(r"(\d+) of (\d+) labelled", progress.text_content())  # noqa: E731
+    assert count() and count()[1] == "0", f"{SOLVED_03}: a fresh labels file should start at 0 labelled: " \
+                                           f"{progress.text_content()!r}"
+    total = int(count()[2])
+
+    def pair_text():
+        return cell.locator(".widget-html").nth(1).text_content()
+
+    first_pair = pair_text()
+    for clicks, button in enumerate(["A is more positive", "can't tell"], start=1):
+        cell.locator("button", has_text=button).click()
+        notebook._wait(lambda: count() and count()[1] == str(clicks), WIDGET_SECONDS,
+                       lambda: f"{SOLVED_03}: after {clicks} click(s) the widget says {progress.text_content()!r}")
+    assert pair_text() != first_pair, f"{SOLVED_03}: after a label the widget should show the next pair"
+
+    # The file the widget names holds the two labels, in order, and nothing else.
+    path = Path(re.search(r"saved to (\S+labels\.json)", progress.text_content())[1])
+    saved = json.loads(path.read_text())
+    assert saved["labels"][:2] == ["A", "tie"] and saved["labels"][2:] == [None] * (total - 2), (
+        f"{SOLVED_03}: the labels file should hold the two clicks (A, can't tell) and nothing else: {saved['labels']}")
+    assert notebook.errors([widget_cell]) == [] and notebook.widget_problems([widget_cell]) == []
+    _report_stderr(notebook, ran)
+    notebook.screenshot("labelling_widget", element=cell.locator(".widget-vbox").first)
     assert page.page_errors == [], f"JavaScript errors in the page: {page.page_errors}"
