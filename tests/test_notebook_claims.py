@@ -1,7 +1,10 @@
 """Numbers the notebooks' text states are the numbers their outputs (or the package) show.
 
 Each `Claim` ties a number written in a notebook's markdown (a pattern with one group per number) to where it
-comes from: a committed cell output, or a value of the package (an exercise's time budget, a config default).
+comes from: a committed cell output, a table a cell printed, a shipped run card (the sweeps' results that 07 and 08
+quote), another notebook's text (a number one notebook retells from another), or a value of the package (an
+exercise's time budget, a config default). A stated number must equal its source at the precision it is stated
+("3.9" for 3.860, "62" percent for 0.617).
 The test fails when the text and its source disagree, and when the text no longer holds the claim at all (so a
 reworded sentence is looked at again, not silently dropped). A notebook re-executed with other results fails here
 until its text says the new numbers.
