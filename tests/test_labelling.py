@@ -54,7 +54,7 @@ def test_a_failed_save_leaves_the_previous_file_whole(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("rlhf_helpers.reward.labelling.os.replace", crash)
+    monkeypatch.setattr("os.replace", crash)  # the rename that makes the new file the file
     with pytest.raises(OSError, match="disk full"):
         session.label(1, "B")
     assert path.read_text() == before

@@ -50,8 +50,18 @@ def process_state():
     """
     from accelerate import PartialState
 
-    return PartialState(cpu=os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"),
-                        **process_group_kwargs())
+    return PartialState(cpu=launched_on_cpu(), **process_group_kwargs())
+
+
+def launched_on_cpu() -> bool:
+    """Whether accelerate was told to run on the CPU (``accelerate launch --cpu``: ``ACCELERATE_USE_CPU``), GPU or
+    not."""
+    return os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+
+
+def launched_with_deepspeed() -> bool:
+    """Whether ``accelerate launch`` runs the processes under DeepSpeed (``ACCELERATE_USE_DEEPSPEED``)."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
 
 
 def process_group_kwargs() -> dict:
@@ -63,8 +73,7 @@ def process_group_kwargs() -> dict:
     ``PartialState.__init__``: "No backend == no distributed training") — every process would believe it is
     process 0 of 1. Naming the backend makes it read the real rank and world size. Nothing otherwise.
     """
-    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
-    if deepspeed and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+    if launched_with_deepspeed() and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         return {"backend": "gloo"}
     return {}
 

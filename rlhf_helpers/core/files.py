@@ -158,5 +158,9 @@ def write_json_whole(path: str | Path, data) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_text(json.dumps(data, indent=1))
-    partial.replace(path)
+    try:
+        partial.write_text(json.dumps(data, indent=1))
+        partial.replace(path)
+    except BaseException:  # a full disk, an interrupt: no half-written file is left beside the whole one
+        partial.unlink(missing_ok=True)
+        raise

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from .distributed import is_deepspeed, launched_on_cpu, launched_with_deepspeed
 from .errors import BadValueError
 
 PRECISIONS = ("auto", "bf16", "fp16", "no")
@@ -50,7 +51,7 @@ def resolve_mixed_precision(setting: str) -> str:
     launched_with = os.environ.get("ACCELERATE_MIXED_PRECISION")  # set by `accelerate launch`
     if launched_with in ("bf16", "fp16", "no"):
         return launched_with
-    if torch.cuda.is_available() and not _forced_cpu():
+    if torch.cuda.is_available() and not launched_on_cpu():
         return "bf16" if cuda_has_native_bf16() else "fp16"
     return "bf16" if cpu_has_fast_bf16() else "no"
 
@@ -74,17 +75,13 @@ def cpu_has_fast_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     return "avx512_bf16" in cpu_flags or "amx_bf16" in cpu_flags
 
 
-def _forced_cpu() -> bool:
-    return os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
-
-
 def refuse_unscaled_fp16(mixed_precision: str) -> None:
     """Refuse fp16 where nothing would scale the loss, before accelerate starts: accelerate keeps its GradScaler for
     accelerators (CUDA, XPU, MPS...); on a CPU it would quietly train in float32 under an "fp16" run card.
     DeepSpeed scales the loss itself."""
-    if mixed_precision != "fp16" or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+    if mixed_precision != "fp16" or launched_with_deepspeed():
         return
-    if _forced_cpu() or not _has_accelerator():
+    if launched_on_cpu() or not _has_accelerator():
         raise BadValueError("mixed_precision=fp16 needs a loss scaler, which accelerate has only on a GPU (this "
                             "process runs on the CPU): use bf16 (where the CPU has bf16 instructions), no, or auto.")
 
@@ -123,8 +120,6 @@ def configure_deepspeed_precision(accelerator, mixed_precision: str) -> None:
     reference under ``accelerator.autocast()``, and PPO's ratio compares those passes with the engine's: they must
     compute in the same precision. So the accelerator's autocast becomes the course's `autocast` in that precision.
     """
-    from .distributed import is_deepspeed
-
     if not is_deepspeed(accelerator):
         return
     config = accelerator.state.deepspeed_plugin.deepspeed_config

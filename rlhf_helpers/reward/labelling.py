@@ -26,9 +26,6 @@ Only your own clicks are written there; a stand-in's labels live in memory (`Lab
 from __future__ import annotations
 
 import datetime
-import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from html import escape
 from pathlib import Path
@@ -40,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..core.errors import BadValueError
-from ..core.files import read_json_file
+from ..core.files import read_json_file, write_json_whole
 from ..core.tensors import last_token_index, position_ids_from_mask, right_pad
 
 __all__ = ["CHOICES", "QUESTION", "LabelPair", "draw_label_pairs", "LabellingSession", "scripted_labeller",
@@ -162,19 +159,9 @@ class LabellingSession:
                 "pairs": [asdict(p) for p in self.pairs], "labels": self.labels}
 
     def save(self) -> None:
-        """Write the file whole: a temporary file beside it, then `os.replace` (atomic on one file system), so an
-        interrupted save leaves the previous file, never half of the new one."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".partial")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                json.dump(self.to_dict(), file, indent=1, ensure_ascii=False)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        """Write the file whole (`write_json_whole`: a temporary file beside it, then a rename), so an interrupted save
+        leaves the previous file, never half of the new one."""
+        write_json_whole(self.path, self.to_dict())
 
     # -- labelling --------------------------------------------------------------------------------
 
