@@ -7,14 +7,17 @@ count vs threads chosen from the free cores (`rlhf_helpers.core.threads`), side 
 Each case is a fresh process (``python benchmarks/bench_load.py --case ...``) that trains PPO from the shipped
 SFT policy against the shipped reward model, after the competitors have started: single-threaded Python loops
 that keep one core busy each, as a second kernel or a test run would. ``own threads`` is PyTorch's default
-(one per core; ``RLHF_ADAPT_THREADS=0``), ``adaptive`` the course's default. Reported per case: the median
+(one per core; ``RLHF_ADAPT_THREADS=0``), ``adaptive`` the course's default, ``one thread`` pinned to one
+(``OMP_NUM_THREADS=1``; idle and beside one process: the floor for a run left one core). Reported per case: the median
 seconds per step (steps 2 on), the median relative to the idle median of the same thread policy, and the worst
-step relative to the case's median (a stall). Run it alone on the machine: other load is what it measures.
+step relative to the case's median (a stall), and whether the run computed the same numbers (statistics and
+weights, bit for bit) as the idle run of the same thread policy. Run it alone on the machine: other load is what it measures.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -48,15 +51,28 @@ def run_case(steps: int) -> dict:
         trainer.train(progress=False, stop_after=steps)
         wall = time.perf_counter() - started
     history = trainer.state["history"]
-    return {"seconds": [h["seconds"] for h in history], "threads": [h["threads"] for h in history], "wall": wall}
+    # what the run computed, without its timings: equal digests = the same run, bit for bit
+    numbers = [{k: v for k, v in row.items() if not (k.startswith("time") or k in ("seconds", "threads",
+                                                                                      "episodes_per_second"))}
+               for row in history]
+    digest = hashlib.sha256(json.dumps(numbers, sort_keys=True).encode())
+    for parameter in trainer.policy.parameters():
+        digest.update(parameter.detach().float().numpy().tobytes())
+    return {"seconds": [h["seconds"] for h in history], "threads": [h["threads"] for h in history], "wall": wall,
+            "digest": digest.hexdigest()[:16]}
 
 
-def measure(competitors: int, adaptive: bool, steps: int) -> dict:
+POLICIES = {"own threads": {"RLHF_ADAPT_THREADS": "0"}, "adaptive": {"RLHF_ADAPT_THREADS": "1"},
+            "one thread": {"OMP_NUM_THREADS": "1"}}
+
+
+def measure(competitors: int, policy: str, steps: int) -> dict:
     busy = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(competitors)]
     try:
         time.sleep(1.0)
-        env = {**os.environ, "RLHF_ADAPT_THREADS": "1" if adaptive else "0", "TQDM_DISABLE": "1"}
+        env = {**os.environ, "TQDM_DISABLE": "1"}
         env.pop("OMP_NUM_THREADS", None)
+        env.update(POLICIES[policy])
         done = subprocess.run([sys.executable, __file__, "--case", "--steps", str(steps)], env=env,
                               capture_output=True, text=True, check=True)
         return json.loads(done.stdout.strip().splitlines()[-1])
@@ -83,20 +99,22 @@ def main() -> None:
         return
     print(f"{os.cpu_count()} cores, {args.steps} PPO steps per case (tiny profile settings)\n")
     print(f"{'threads':<12}{'competitors':>12}{'median s/step':>15}{'vs idle':>9}{'worst/median':>14}"
-          f"{'threads used':>16}")
+          f"{'threads used':>16}  same numbers as idle")
     results = {}
-    for adaptive in (False, True):
-        idle = None
-        for competitors in args.competitors:
-            row = measure(competitors, adaptive, args.steps)
+    for name in POLICIES:
+        idle = idle_digest = None
+        # one thread pinned: the floor a loaded run can reach with one core's worth of threads
+        for competitors in args.competitors if name != "one thread" else [0, 1]:
+            row = measure(competitors, name, args.steps)
             seconds = row["seconds"][1:]  # the first step builds kernels
             med = median(seconds)
             idle = med if competitors == 0 else idle
+            idle_digest = row["digest"] if competitors == 0 else idle_digest
+            same = "" if idle_digest is None or competitors == 0 else ("yes" if row["digest"] == idle_digest else "no")
             used = sorted(set(row["threads"]))
-            name = "adaptive" if adaptive else "own threads"
             results[f"{name}/{competitors}"] = {"median": med, "worst": max(seconds), **row}
             print(f"{name:<12}{competitors:>12}{med:>15.3f}{med / idle if idle else float('nan'):>8.2f}x"
-                  f"{max(seconds) / med:>13.2f}x{str(used):>16}")
+                  f"{max(seconds) / med:>13.2f}x{str(used):>16}  {same}")
     path = os.path.join(os.path.dirname(__file__), "results", "bench_load.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as handle:

@@ -17,7 +17,8 @@ engine owns the rest, the same way for every stage:
 * **the budgets**: ``max_steps``, and ``max_minutes`` checked after every step on the main process's clock,
   agreed by all processes (`agree`) so that every process leaves after the same step;
 * **the CPU threads**: as many as the cores other processes leave free, looked at again as the run goes
-  (`rlhf_helpers.core.threads`), so that a busy machine slows a run as little as it can;
+  (`rlhf_helpers.core.threads`), so that a busy machine slows a run as little as it can — and changes none of
+  its numbers (`rlhf_helpers.core.thread_invariance`);
 * **the checkpoint**: resume (settings compared, `rlhf_helpers.core.checkpoint`), every ``checkpoint_every``
   steps and at the end;
 * **faults**: the output directory's lock (`rlhf_helpers.core.lock`), SIGINT / SIGTERM ending the run after the

@@ -115,14 +115,15 @@ class SweepCard:
 
     def add(self, part: str, result: dict, wall_seconds: float, **header) -> None:
         """Record one finished part, refresh the header (when, commit, versions, machine, and `header`), write."""
-        import torch
-
         from .files import write_json_whole
         from .precision import resolve_mixed_precision
+        from .thread_invariance import numerics_threads
 
         self.data["parts"][part] = {"result": result, "wall_seconds": round(wall_seconds, 1)}
         self.data.update(created=time.strftime("%Y-%m-%d %H:%M:%S"), commit=git_commit(), versions=library_versions(),
                          machine={"processor": platform.processor() or platform.machine(),
-                                  "threads": torch.get_num_threads(),
+                                  # the count whose numbers the run computed (fewer threads on a busy machine
+                                  # reproduce the full count's: `core.thread_invariance`)
+                                  "threads": numerics_threads(),
                                   "mixed_precision": resolve_mixed_precision("auto")}, **header)
         write_json_whole(self.path, self.data)

@@ -13,6 +13,11 @@ cores they left free (at least 1, at most the cores there are). The run engine (
 it after every step; it looks again every `every_seconds`. Nothing is measured by sleeping: the counters are
 cumulative, so a look costs two small file reads.
 
+A thread count is not allowed to change the result: with fewer threads than cores, the two kernels whose
+rounding follows the thread count (LayerNorm's and the attention softmax's backward) are computed as all the
+cores would compute them (`rlhf_helpers.core.thread_invariance`), so a seed trains the same policy, bit for bit,
+on an idle and on a busy machine.
+
 It stays out of the way when the user chose: ``OMP_NUM_THREADS`` set in the environment, or a config's
 ``threads`` set to a number, pins the count; ``RLHF_ADAPT_THREADS=0`` leaves PyTorch's own count (the tests set
 it: comparisons of two runs bit for bit need the same count in both). Off Linux (no ``/proc``) or on a GPU it
@@ -26,6 +31,7 @@ import time
 
 import torch
 
+from . import thread_invariance
 
 ADAPT_ENV_VAR = "RLHF_ADAPT_THREADS"
 
@@ -73,7 +79,10 @@ class ThreadGovernor:
         if self.fixed is not None:
             torch.set_num_threads(max(1, self.fixed))
         self._last = self._read() if self.active else None
-        if self.active:  # a first look before the first step: a quarter of a second of the others alone
+        if self.active:
+            # fewer threads must not mean other numbers: the few kernels whose sums follow the thread count are
+            # summed as all the cores would sum them (`core.thread_invariance`), so idle and busy give one result
+            thread_invariance.install(self.cores)  # a first look before the first step: a quarter of a second of the others alone
             time.sleep(0.25)
             self.adjust(force=True)
 

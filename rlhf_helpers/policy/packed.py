@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.tensors import position_ids_from_mask
+from ..core.thread_invariance import softmax_last_dim
 
 
 @dataclass
@@ -152,7 +153,7 @@ def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed:
         if scale:
             scores = scores * q.shape[-1] ** -0.5
         scores = scores.masked_fill(~allowed, torch.finfo(torch.float32).min)
-        return torch.matmul(torch.softmax(scores, dim=-1), v.float())
+        return torch.matmul(softmax_last_dim(scores), v.float())
 
 
 def layer_norm(x: torch.Tensor, norm) -> torch.Tensor:
