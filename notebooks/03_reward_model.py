@@ -51,7 +51,7 @@
 # **Prerequisites.** Notebooks 01 (the held-out split) and 02 (the SFT policy, its tokenizer, padding and masks);
 # the sigmoid and logistic regression. **Time:** about an hour and a half: the four exercises (40 minutes), labelling
 # 40 pairs (about 10 minutes), and cells that run about 7 minutes in all on 2 idle CPU cores with bf16 instructions
-# (the run recorded here), most of it in two live trainings (sections 4 and 5: 170 s and 132 s here), several times
+# (the run recorded here), most of it in two live trainings (sections 4 and 5: 143 s and 118 s here), several times
 # that on a CPU without bf16 or on a busy machine (each prints its time); both are optional: every later section uses
 # the shipped reward model. Sections 11 and 12 (your labels, label noise) add about 20 seconds of running.
 # **Takes from notebook 02:** the shipped SFT policy (the reward model starts from its transformer) and its
@@ -363,7 +363,7 @@ print("same reward alone / right-padded / left-padded / both:",
 #
 # A short live run, "killed" half-way and resumed from its checkpoint: a small fraction of the shipped model's
 # training (its run card, read below, has the numbers). **The training cell takes about 3 minutes** on 2 idle
-# CPU cores with bf16 instructions (AVX512-BF16 or AMX) — 170 s in the run recorded here — and up to about 10 on a
+# CPU cores with bf16 instructions (AVX512-BF16 or AMX) — 143 s in the run recorded here — and up to about 10 on a
 # CPU without them or on a busy machine (a progress bar shows where it is; the last line prints the time and
 # whether bf16 was used).
 # Nothing after this section uses the model it trains (the later sections score the shipped one), so you may skip it.
@@ -925,7 +925,7 @@ exercises.check_reward_model_step(reward_model_step)
 # reward model's (trained on 22,000 IMDb pairs). Beside your labels, heads fitted on as many IMDb-label pairs, and
 # on many more, separate *how many* labels from *whose*. The spread is over resamples: a bootstrap of your pairs
 # (drawn with replacement), and other random draws of the IMDb pairs — how much the result depends on *which* few
-# pairs were labelled. Some 15 seconds, most of them computing the features once (16 s in the run recorded here).
+# pairs were labelled. About 20 seconds, most of them computing the features once (19 s in the run recorded here).
 
 # %%
 t0 = time.perf_counter()

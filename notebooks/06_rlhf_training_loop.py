@@ -63,6 +63,7 @@ from rlhf_helpers import build_dataset, exercises, get_config
 from rlhf_helpers.config import PPOConfig
 from rlhf_helpers.core.assets import shipped_results_dir
 from rlhf_helpers.core.run_card import read_run_card
+from rlhf_helpers.core.thread_invariance import numerics_threads
 from rlhf_helpers.course import budget, in_ci
 from rlhf_helpers.evaluation import evaluate_policy
 from rlhf_helpers.evaluation.judges import default_judges
@@ -462,18 +463,19 @@ card_after = {k: seed_0["rows"][-1][k] for k in after}
 print(pd.DataFrame({"this notebook": after, "run card, seed 0": card_after}).round(3))
 this_recipe = json.loads(json.dumps({k: v for k, v in vars(ppo_config).items() if not k.startswith("_")}))
 assert seed_0["settings"] == this_recipe, "the sweep ran another recipe: run scripts/evaluation_sweep.py again"
-# Bit for bit only on the card's kind of machine: bf16 or float32, and the thread count, change the last digits of
-# every sum, and 150 steps of training carry them on.
+# Bit for bit only on the card's kind of machine: bf16 or float32, and the number of cores, change the last digits
+# of every sum, and 150 steps of training carry them on. (Not the load: a busy machine's fewer threads compute
+# what all its cores would, `numerics_threads()`; see rlhf_helpers.core.thread_invariance.)
 card_machine = evaluation_card["machine"]
-same_machine = (trainer.mixed_precision, torch.get_num_threads()) == (card_machine["mixed_precision"],
-                                                                      card_machine["threads"])
+same_machine = (trainer.mixed_precision, numerics_threads()) == (card_machine["mixed_precision"],
+                                                                 card_machine["threads"])
 if trainer.state["step"] == seed_0["steps"] and same_machine:  # the full 150 steps (the tests train 60)
     differ = [k for k in after if abs(after[k] - card_after[k]) > 1e-3 * max(1.0, abs(card_after[k]))]
     assert not differ, f"this run and the run card's seed 0 differ in {differ}"
     print(f"the same run: every metric agrees to 3 significant figures at step {seed_0['steps']}")
 else:
-    print(f"not compared: {trainer.state['step']} steps, {trainer.mixed_precision} on {torch.get_num_threads()} "
-          f"threads here; the card: {seed_0['steps']} steps, {card_machine['mixed_precision']} on "
+    print(f"not compared: {trainer.state['step']} steps, {trainer.mixed_precision} on {numerics_threads()} "
+          f"threads' numbers here; the card: {seed_0['steps']} steps, {card_machine['mixed_precision']} on "
           f"{card_machine['threads']} threads")
 
 # %% [markdown]

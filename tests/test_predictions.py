@@ -48,3 +48,24 @@ def test_a_question_needs_choices_or_a_number():
         predict("?")
     with pytest.raises(ValueError, match="either choices"):
         predict("?", choices={"a": "x"}, number="")
+
+
+def test_the_number_box_starts_empty_and_records_what_is_typed():
+    guess = predict("How many?", number="steps")
+    box = guess._widget()
+    assert box.value == "" and box.placeholder and guess.answer is None  # no 0 that looks like an answer
+    box.value = "12.5"
+    assert guess.answer == 12.5
+    box.value = "85%"
+    assert guess.answer == pytest.approx(0.85)
+    for not_a_number in ["", "abc", "0,5", "nan", "inf"]:
+        box.value = not_a_number
+        assert guess.answer is None, not_a_number
+
+
+def test_the_choice_buttons_record_the_key():
+    guess = predict("Which?", choices={"a": "up", "b": "down"})
+    box = guess._widget()
+    assert box.value is None and guess.answer is None
+    box.value = "b"
+    assert guess.answer == "b"

@@ -91,17 +91,35 @@ class Prediction:
         except ImportError:  # pragma: no cover - ipywidgets is pinned in requirements.txt
             return None
         if self.choices is None:
-            box = widgets.FloatText(description=f"answer{' (' + self.unit + ')' if self.unit else ''}:",
-                                    value=None, style={"description_width": "initial"})
+            # a text box, empty until typed in: a number box would show 0 and look like an answer already given
+            box = widgets.Text(description=f"answer{' (' + self.unit + ')' if self.unit else ''}:",
+                               placeholder="type a number", style={"description_width": "initial"})
+
+            def record(change):
+                self.answer = number_or_none(change["new"])
         else:
             box = widgets.ToggleButtons(options=[(f"{k}) {v}", k) for k, v in self.choices.items()], value=None,
                                         style={"button_width": "auto"})
 
-        def record(change):
-            self.answer = change["new"]
+            def record(change):
+                self.answer = change["new"]
 
         box.observe(record, names="value")
         return box
+
+
+def number_or_none(text: str) -> float | None:
+    """What a number box holds: ``"1.5"``, ``" 2e3 "``, ``"40%"`` (as 0.4) → a float; empty, not a number (``"0,5"``,
+    ``"abc"``) or not finite → None."""
+    text = text.strip()
+    scale = 1.0
+    if text.endswith("%"):
+        text, scale = text[:-1], 0.01
+    try:
+        value = float(text) * scale
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def predict(question: str, choices: dict[str, str] | None = None, number: str | None = None,
