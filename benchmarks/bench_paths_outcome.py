@@ -3,6 +3,8 @@
     python benchmarks/bench_paths_outcome.py run benchmarks/results/paths_outcome.json     # resumable
     python benchmarks/bench_paths_outcome.py run benchmarks/results/paths_outcome.json --settings tiny   # one setting
     python benchmarks/bench_paths_outcome.py report benchmarks/results/paths_outcome.json --out paths_outcome.png
+    python benchmarks/bench_paths_outcome.py run OUT.json --settings tiny --paths fast-fp32-scores fast-fp32
+                                                          # variants of the fast path: where a difference comes from
 
 The fast path (`PPOConfig.fast_path`: bf16 autocast, the response passes on real tokens only, sampling with a KV
 cache, float32 attention, rollouts scored in bf16) and the plain path (float32, padded batches, full forward
@@ -13,10 +15,13 @@ seeds 0, 1, 2 each, then evaluates every policy as ``python -m rlhf_helpers eval
 the bag-of-words and VADER judges, KL per response to the SFT policy, one sampling seed for all).
 
 Every finished run is written to the output file at once, so a stopped benchmark resumes where it was. `report`
-prints, per setting, each path's mean and range over the seeds, and whether the two paths agree: the difference of
-their means within the larger of their two seed ranges; and draws judged positive rate against KL, one point per
-run. The outcome does not depend on the machine's load (the thread count is pinned), so this benchmark may share
-the machine; its timings are only reported.
+prints, per setting, each path's mean and range over the seeds beside the plain path's, the difference in standard
+errors, and whether the two agree: the difference of their means within the larger of their two seed ranges; and
+draws judged positive rate against KL, one point per run. Two variants of the fast path (``--paths``) look for the
+cause of a difference: ``fast-fp32-scores`` scores the rollouts in float32, ``fast-fp32`` runs the fast path in
+float32 throughout, leaving only its structure (packing, the KV-cache sampler's random stream, fused Adam). The outcome does not depend on the machine's load — the threads follow the free cores and compute what all
+the cores would (`rlhf_helpers.core.thread_invariance`) — so this benchmark may share the machine, even with a
+second copy of itself; its timings are only reported.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import os
 import sys
 import tempfile
 import time
@@ -34,6 +40,7 @@ import numpy as np
 import torch
 
 from rlhf_helpers import build_dataset, get_config
+from rlhf_helpers.core.thread_invariance import numerics_threads
 from rlhf_helpers.evaluation import default_judges, evaluate_policy
 from rlhf_helpers.policy import load_policy
 from rlhf_helpers.ppo import PPOTrainer
@@ -45,10 +52,15 @@ SETTINGS = {  # name: (PPOConfig changes from the tiny profile's, steps)
     "tiny recipe (1 epoch, lr 2e-4)": ({}, 150),
     "4-epoch recipe (lr 5e-5)": ({"ppo_epochs": 4, "learning_rate": 5e-5}, 100),
 }
-PATHS = {"fast": True, "plain": False}
+# name: (PPOConfig changes, rollouts scored in float32 even on the fast path). The two paths, and two variants of
+# the fast path that look for the cause of a difference (``--paths``): its reward scores in float32, and the fast
+# path in float32 throughout (no bf16 anywhere: what is left is packing, the KV-cache sampler, fused Adam)
+PATHS = {"fast": ({"fast_path": True}, False), "plain": ({"fast_path": False}, False),
+         "fast-fp32-scores": ({"fast_path": True}, True),
+         "fast-fp32": ({"fast_path": True, "mixed_precision": "no"}, True)}
+DEFAULT_PATHS = ("fast", "plain")
 SEEDS = (0, 1, 2)
 KEYS = ("positive_rate/bag_of_words", "positive_rate/vader", "reward", "kl", "ref_perplexity", "distinct_2")
-THREADS = 2  # pinned: the same arithmetic whatever else runs on the machine
 
 
 def key_of(setting: str, path: str, seed: int) -> str:
@@ -58,10 +70,11 @@ def key_of(setting: str, path: str, seed: int) -> str:
 def train_and_evaluate(setting: str, path: str, seed: int) -> dict:
     changes, steps = SETTINGS[setting]
     config = get_config("tiny")
-    ppo = dataclasses.replace(config.ppo, **changes, fast_path=PATHS[path], seed=seed, max_steps=steps,
-                              max_minutes=None, threads=THREADS)
+    path_changes, float32_scores = PATHS[path]
+    ppo = dataclasses.replace(config.ppo, **changes, **path_changes, seed=seed, max_steps=steps,
+                              max_minutes=None, threads=None)
     sft, tokenizer = load_policy(config.name)
-    scorer = load_reward_model(config.name, autocast_dtype=reward_autocast_dtype(ppo))
+    scorer = load_reward_model(config.name, autocast_dtype=None if float32_scores else reward_autocast_dtype(ppo))
     prompts = build_dataset(tokenizer, config, split="train")["input_ids"]
     heldout = [ids.tolist() for ids in build_dataset(tokenizer, config, split="eval")["input_ids"][:256]]
     with tempfile.TemporaryDirectory() as out:
@@ -84,35 +97,48 @@ def train_and_evaluate(setting: str, path: str, seed: int) -> dict:
 def run(args) -> None:
     out = Path(args.output)
     done = json.loads(out.read_text()) if out.exists() else {"runs": {}}
-    torch.set_num_threads(THREADS)
+    # threads from the free cores, with the numbers of all of them (`core.threads`): load changes no result
+    os.environ["RLHF_ADAPT_THREADS"] = "1"
+    os.environ.pop("OMP_NUM_THREADS", None)
     settings = [name for name in SETTINGS if args.settings is None or any(word in name for word in args.settings)]
-    todo = [(s, p, seed) for s in settings for seed in SEEDS for p in PATHS if key_of(s, p, seed) not in done["runs"]]
+    todo = [(s, p, seed) for s in settings for seed in args.seeds for p in args.paths
+            if key_of(s, p, seed) not in done["runs"]]
     print(f"{len(todo)} runs to do ({len(done['runs'])} in {out})")
     for setting, path, seed in todo:
         start = time.perf_counter()
         result = train_and_evaluate(setting, path, seed)
         done["runs"][key_of(setting, path, seed)] = result
-        done.update(torch=torch.__version__, threads=THREADS)
+        done.update(torch=torch.__version__, threads=numerics_threads())
         out.write_text(json.dumps(done, indent=1))
         print(f"{key_of(setting, path, seed)}: bag of words {result['positive_rate/bag_of_words']:.3f}, "
               f"KL {result['kl']:.2f} ({time.perf_counter() - start:.0f} s)", flush=True)
 
 
 def summarise(runs: dict) -> list[dict]:
-    """Per setting and metric: each path's mean and range over the seeds, and whether the paths agree."""
+    """Per setting, metric and path other than plain: its mean and range over the seeds beside the plain path's,
+    the difference in standard errors (``t``), and whether they agree as the issue asks: the difference of the means
+    within the larger of the two seed ranges."""
     rows = []
     for setting in SETTINGS:
-        for key in ("positive_rate/bag_of_words", "positive_rate/vader", "kl"):
-            values = {p: np.array([r[key] for r in runs.values() if r["setting"] == setting and r["path"] == p])
-                      for p in PATHS}
-            if any(len(v) == 0 for v in values.values()):
-                continue
-            spread = max(np.ptp(v) for v in values.values())
-            difference = values["fast"].mean() - values["plain"].mean()
-            rows.append({"setting": setting, "metric": key, "seeds": min(len(v) for v in values.values()),
-                         **{f"{p} mean": v.mean() for p, v in values.items()},
-                         **{f"{p} range": f"{v.min():.3f}–{v.max():.3f}" for p, v in values.items()},
-                         "fast − plain": difference, "agree": bool(abs(difference) <= spread)})
+        for path in [p for p in PATHS if p != "plain"]:
+            for key in ("positive_rate/bag_of_words", "positive_rate/vader", "kl"):
+                values = {p: np.array([r[key] for r in runs.values() if r["setting"] == setting and r["path"] == p])
+                          for p in (path, "plain")}
+                if any(len(v) == 0 for v in values.values()):
+                    continue
+                spread = max(np.ptp(v) for v in values.values())
+                difference = values[path].mean() - values["plain"].mean()
+                # the difference in standard errors of a difference of two means (Welch): |t| < 2 is what seed
+                # noise alone gives about 19 times in 20
+                se = np.sqrt(sum(v.var(ddof=1) / len(v) for v in values.values())) if all(
+                    len(v) > 1 for v in values.values()) else float("nan")
+                rows.append({"setting": setting, "path": path, "metric": key,
+                             "seeds": min(len(v) for v in values.values()),
+                             "mean": values[path].mean(), "plain mean": values["plain"].mean(),
+                             "range": f"{values[path].min():.3f}–{values[path].max():.3f}",
+                             "plain range": f"{values['plain'].min():.3f}–{values['plain'].max():.3f}",
+                             "− plain": difference, "t": difference / se if se > 0 else float("nan"),
+                             "agree": bool(abs(difference) <= spread)})
     return rows
 
 
@@ -129,8 +155,10 @@ def report(args) -> None:
     print("\nmean training seconds per run (the machine may have been shared):\n" + seconds.round(0).to_string())
     fig, axes = plt.subplots(1, len(SETTINGS), figsize=(6 * len(SETTINGS), 4.2), sharey=True)
     for ax, setting in zip(np.atleast_1d(axes), SETTINGS):
-        for path, marker in zip(PATHS, "os"):
+        for path, marker in zip(PATHS, "os^D"):
             points = [r for r in runs.values() if r["setting"] == setting and r["path"] == path]
+            if not points:
+                continue
             ax.scatter([r["kl"] for r in points], [r["positive_rate/bag_of_words"] for r in points], marker=marker,
                        s=60, label=f"{path} path")
             for r in points:
@@ -139,7 +167,7 @@ def report(args) -> None:
         ax.set(title=setting, xlabel="KL to the SFT policy (nats / response, held out)")
         ax.legend()
     np.atleast_1d(axes)[0].set_ylabel("positive, bag-of-words judge (held out)")
-    plt.suptitle("PPO's fast and plain paths, seeds 0–2 (numbers: the seed)")
+    plt.suptitle("PPO's fast and plain paths and two variants of the fast path, one point per seed (the number)")
     plt.tight_layout()
     fig.savefig(args.out, dpi=110)
     print(args.out)
@@ -152,6 +180,9 @@ def main() -> int:
     r.add_argument("output")
     r.add_argument("--settings", nargs="+", default=None,
                    help="run only the settings whose names contain one of these words (e.g. tiny, 4-epoch)")
+    r.add_argument("--paths", nargs="+", default=list(DEFAULT_PATHS), choices=list(PATHS),
+                   help="the paths (and variants of the fast path) to run; default: fast and plain")
+    r.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     p = sub.add_parser("report")
     p.add_argument("input")
     p.add_argument("--out", default="paths_outcome.png")
