@@ -107,7 +107,7 @@ def test_a_governor_that_adapts_installs_it_and_a_pinned_one_does_not(restore_th
 
 
 # ----------------------------------------------------------------------------------------------
-# Whole runs: the course's models and stages, 1 thread vs 2
+# Whole runs: the course's models and stages (PPO both paths, SFT, reward, DPO), 1 thread vs 2
 # ----------------------------------------------------------------------------------------------
 
 
@@ -214,4 +214,33 @@ def test_sft_and_reward_training_at_one_thread_equal_two(restore_threads, fresh_
     full = at_threads(REFERENCE, stage, shipped, tmp_path / "full")
     thread_invariance.install(REFERENCE)
     same = at_threads(1, stage, shipped, tmp_path / "same")
+    assert same[0] == full[0] and torch.equal(same[1], full[1])
+
+
+def dpo_run(lm, tokenizer, out):
+    from test_dpo import LetterJudge, letter_score
+
+    from rlhf_helpers.beyond_ppo.dpo_training import DPOTrainConfig, sample_preference_pairs, train_dpo
+    from rlhf_helpers.evaluation import HeldOutEvaluator
+
+    torch.manual_seed(0)
+    prompts = [tokenizer.encode(t) for t in ["The movie was", "I rented this", "This film is", "What a"]]
+    pairs = sample_preference_pairs(lm, tokenizer, prompts, letter_score, k=3, min_tokens=2, max_tokens=5)
+    evaluator = HeldOutEvaluator(copy.deepcopy(lm), tokenizer, prompts, letter_score, {"letters": LetterJudge()},
+                                 min_tokens=2, max_tokens=5)
+    config = DPOTrainConfig(max_steps=4, batch_size=4, warmup_steps=1, eval_every=2, checkpoint_every=2,
+                            learning_rate=1e-2, mixed_precision="no", beta=0.5)
+    model = copy.deepcopy(lm)
+    result = train_dpo(model, copy.deepcopy(lm), pairs, config, out, evaluator, progress=False)
+    return without_timings(result["history"]), parameters(model)
+
+
+@pytest.mark.slow
+def test_dpo_training_at_one_thread_equals_two(restore_threads, fresh_accelerate_state, tiny_lm, small_tokenizer,
+                                               tmp_path):
+    full = at_threads(REFERENCE, dpo_run, tiny_lm, small_tokenizer, tmp_path / "full")
+    one = at_threads(1, dpo_run, tiny_lm, small_tokenizer, tmp_path / "one")
+    assert not runs_agree(full, one), "the runs agree without the remedy: this test proves nothing"
+    thread_invariance.install(REFERENCE)
+    same = at_threads(1, dpo_run, tiny_lm, small_tokenizer, tmp_path / "same")
     assert same[0] == full[0] and torch.equal(same[1], full[1])
