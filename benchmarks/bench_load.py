@@ -33,6 +33,7 @@ def run_case(steps: int) -> dict:
     import copy
 
     from rlhf_helpers import build_dataset, get_config
+    from rlhf_helpers.core.run import without_timings
     from rlhf_helpers.policy import load_policy
     from rlhf_helpers.ppo import PPOTrainer
     from rlhf_helpers.ppo.trainer import reward_autocast_dtype
@@ -52,10 +53,7 @@ def run_case(steps: int) -> dict:
         wall = time.perf_counter() - started
     history = trainer.state["history"]
     # what the run computed, without its timings: equal digests = the same run, bit for bit
-    numbers = [{k: v for k, v in row.items() if not (k.startswith("time") or k in ("seconds", "threads",
-                                                                                      "episodes_per_second"))}
-               for row in history]
-    digest = hashlib.sha256(json.dumps(numbers, sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps(without_timings(history), sort_keys=True).encode())
     for parameter in trainer.policy.parameters():
         digest.update(parameter.detach().float().numpy().tobytes())
     return {"seconds": [h["seconds"] for h in history], "threads": [h["threads"] for h in history], "wall": wall,

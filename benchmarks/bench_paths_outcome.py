@@ -11,7 +11,7 @@ cache, float32 attention, rollouts scored in bf16) and the plain path (float32, 
 passes) compute the same PPO step up to rounding; over a run the rounding can steer sampling elsewhere. This
 benchmark trains both from the shipped SFT policy at two settings — the tiny profile's recipe (1 epoch, learning
 rate 2e-4, 150 steps: notebook 06's run) and `PPOConfig`'s 4-epoch recipe (learning rate 5e-5, 100 steps) — with
-seeds 0, 1, 2 each, then evaluates every policy as ``python -m rlhf_helpers evaluate`` does (256 held-out prompts,
+seeds 0, 1, 2 each (``--seeds`` for more: the committed results have 0–5), then evaluates every policy as ``python -m rlhf_helpers evaluate`` does (256 held-out prompts,
 the bag-of-words and VADER judges, KL per response to the SFT policy, one sampling seed for all).
 
 Every finished run is written to the output file at once, so a stopped benchmark resumes where it was. `report`
@@ -19,9 +19,11 @@ prints, per setting, each path's mean and range over the seeds beside the plain 
 errors, and whether the two agree: the difference of their means within the larger of their two seed ranges; and
 draws judged positive rate against KL, one point per run. Two variants of the fast path (``--paths``) look for the
 cause of a difference: ``fast-fp32-scores`` scores the rollouts in float32, ``fast-fp32`` runs the fast path in
-float32 throughout, leaving only its structure (packing, the KV-cache sampler's random stream, fused Adam). The outcome does not depend on the machine's load — the threads follow the free cores and compute what all
-the cores would (`rlhf_helpers.core.thread_invariance`) — so this benchmark may share the machine, even with a
-second copy of itself; its timings are only reported.
+float32 throughout, leaving only its structure (packing, the KV-cache sampler's random stream, fused Adam).
+
+The outcome does not depend on the machine's load — the threads follow the free cores and compute what all the
+cores would (`rlhf_helpers.core.thread_invariance`) — so this benchmark may share the machine, even with a second
+copy of itself; its timings are only reported.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from rlhf_helpers.core import thread_invariance
+from rlhf_helpers.core.run import without_timings
 
 REFERENCE = 2  # the machine's full count in these tests (CI's machines have 2 cores; more threads than cores work too)
 
@@ -113,12 +114,6 @@ def test_a_governor_that_adapts_installs_it_and_a_pinned_one_does_not(restore_th
 
 def parameters(model):
     return torch.cat([p.detach().flatten().float() for p in model.parameters()])
-
-
-def without_timings(history):
-    return [{k: v for k, v in row.items() if not (k.startswith("time") or k in ("seconds", "threads",
-                                                                                    "episodes_per_second"))}
-            for row in history]
 
 
 @pytest.fixture(scope="module")

@@ -80,6 +80,15 @@ def batch_indices(step: int, n_rows: int, batch_size: int, seed: int) -> torch.T
 # ----------------------------------------------------------------------------------------------
 
 
+TIMING_KEYS = ("seconds", "threads", "episodes_per_second")  # and every ``time_<phase>``
+
+
+def without_timings(history: list[dict]) -> list[dict]:
+    """A run's logged rows without what the clock and the machine's load decide (seconds, phase times, threads):
+    what two runs of the same computation share, bit for bit, however busy their machines were."""
+    return [{k: v for k, v in row.items() if not (k.startswith("time_") or k in TIMING_KEYS)} for row in history]
+
+
 def finished_message(name: str, step: int, seconds: float, config, checkpoint_dir: Path) -> str | None:
     """What to say when a resumed run has nothing left to train (its step or time budget is spent), else None."""
     if step >= config.max_steps:

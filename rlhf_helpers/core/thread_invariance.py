@@ -1,22 +1,25 @@
-"""The same bits at any CPU thread count: LayerNorm's backward, summed the way the machine's full count sums it.
+"""The same bits at any CPU thread count: the two kernels whose rounding follows it, computed as the full count would.
 
 `core.threads` gives a run fewer threads when other processes are busy. That must not change the result: a seed
 should train the same policy on an idle and on a busy machine. Checked op by op (tests/test_thread_invariance.py),
 one forward and backward of the course's GPT-2 at 1 and at 2 threads agree bit for bit everywhere — matmuls,
-attention, embeddings, softmaxes, the optimiser — except in LayerNorm's gain and bias gradients.
+embeddings, scaled-dot-product attention, the log-softmax over the vocabulary, the optimiser — except in two
+backward kernels:
 
-Why there: PyTorch's CPU kernel for LayerNorm's backward splits the rows (batch x positions) into one contiguous
-block per thread, sums each block's ``dY * x_hat`` (gain) and ``dY`` (bias) row after row into its own buffer,
-and then adds the buffers in order. A float32 sum taken in two blocks rounds differently from the same sum taken
-in one, so the gradient's last bits follow the thread count, and 150 steps of sampling grow those bits into a
-different run.
+* **LayerNorm** (gain and bias gradients). PyTorch's CPU kernel splits the rows (batch x positions) into one
+  contiguous block per thread, sums each block's ``dY * x_hat`` (gain) and ``dY`` (bias) row after row into its
+  own buffer, and then adds the buffers in order. A float32 sum taken in two blocks rounds differently from the
+  same sum taken in one. The remedy, `layer_norm`: with fewer threads than the `reference` count (the cores the
+  run would use idle), the backward is computed block by block as that many threads would split the rows
+  (``ceil(rows / reference)`` rows each), one PyTorch call per block, and the blocks' sums are added in the same
+  order. A block computed alone is exactly what one thread of the full team computes.
+* **the softmax of the fast path's attention** (`rlhf_helpers.policy.packed.masked_attention`; keys not a multiple
+  of the vector width). Measured, not explained: a row that an OpenMP worker thread computes rounds differently
+  from the same row computed by the calling thread, alone or after others. That cannot be reproduced from
+  outside the kernel, so `softmax_last_dim` runs the backward at the reference count for its one small call.
 
-The remedy keeps the machine's own numbers: when a run has fewer threads than the `reference` count (the cores it
-would use idle), `layer_norm` computes the backward block by block, as that many threads would have split the
-rows (``ceil(rows / reference)`` rows each), one PyTorch call per block, and adds the blocks' sums in the same
-order. A block computed alone is exactly what one thread of the full team computes, so the gradients are the
-same bits as an idle run's; with all threads free nothing changes at all (PyTorch's own kernel runs).
-`tests/test_thread_invariance.py` checks both, and that a short PPO run at 1 thread equals one at 2.
+150 steps of sampling grow such last bits into a different run. With all threads free nothing changes at all
+(PyTorch's own kernels run), so an idle run's numbers are the same with or without this module.
 """
 
 from __future__ import annotations
@@ -110,9 +113,10 @@ class _LayerNormSummedInBlocks(torch.autograd.Function):
                 dx, dw, db = _aten.native_layer_norm_backward(
                     g2[block], x2[block], shape, mean2[block], rstd2[block], weight, bias, want)
                 grads_x.append(dx)
-                # the kernel adds the buffers to a zero, in thread order: 0 + b0 + b1 + ... (0 + b0 == b0 exactly)
-                grad_w = dw if grad_w is None else (grad_w + dw if dw is not None else None)
-                grad_b = db if grad_b is None else (grad_b + db if db is not None else None)
+                # the kernel adds the buffers to a zero, in thread order: 0 + b0 + b1 + ... (0 + b0 == b0 exactly);
+                # a gradient not wanted is None in every block
+                grad_w = dw if grad_w is None else grad_w + dw
+                grad_b = db if grad_b is None else grad_b + db
         finally:
             torch.set_num_threads(before)
         grad_x = torch.cat(grads_x).reshape(x.shape) if want[0] else None
@@ -120,13 +124,9 @@ class _LayerNormSummedInBlocks(torch.autograd.Function):
 
 
 def softmax_last_dim(scores: torch.Tensor) -> torch.Tensor:
-    """``torch.softmax(scores, dim=-1)`` whose backward gives the same bits at any thread count (see module).
-
-    PyTorch's CPU kernel for the softmax's backward over a short last dimension (attention's keys: not a
-    multiple of the vector width) rounds a row differently when one thread runs it after another row than when
-    a thread of the team runs it alone; which rows share a thread follows the thread count. The rows cannot be
-    regrouped from outside the kernel the way LayerNorm's can, so with fewer threads than `reference_threads`
-    the backward runs with that many threads for its one call (it is small: ``B * H * T * T`` numbers)."""
+    """``torch.softmax(scores, dim=-1)`` whose backward gives the same bits at any thread count: with fewer threads
+    than `reference_threads`, the backward runs with that many threads for its one call (see module; it is small:
+    ``B * H * T * T`` numbers)."""
     if (_reference_threads <= 1 or scores.device.type != "cpu" or torch.get_num_threads() >= _reference_threads
             or not (torch.is_grad_enabled() and scores.requires_grad)):
         return torch.softmax(scores, dim=-1)
@@ -146,9 +146,7 @@ class _SoftmaxBackwardAtReferenceThreads(torch.autograd.Function):
     def backward(ctx, grad):
         (probabilities,) = ctx.saved_tensors
         before = torch.get_num_threads()
-        if before >= _reference_threads:
-            return torch._softmax_backward_data(grad, probabilities, -1, ctx.input_dtype)
-        torch.set_num_threads(_reference_threads)
+        torch.set_num_threads(max(before, _reference_threads))
         try:
             return torch._softmax_backward_data(grad, probabilities, -1, ctx.input_dtype)
         finally:

@@ -82,8 +82,8 @@ class ThreadGovernor:
         if self.active:
             # fewer threads must not mean other numbers: the few kernels whose sums follow the thread count are
             # summed as all the cores would sum them (`core.thread_invariance`), so idle and busy give one result
-            thread_invariance.install(self.cores)  # a first look before the first step: a quarter of a second of the others alone
-            time.sleep(0.25)
+            thread_invariance.install(self.cores)
+            time.sleep(0.25)  # a first look before the first step: a quarter of a second of the others alone
             self.adjust(force=True)
 
     def _read(self) -> tuple[float, int, int, int]:
