@@ -108,7 +108,7 @@ def test_a_governor_that_adapts_installs_it_and_a_pinned_one_does_not(restore_th
 
 
 # ----------------------------------------------------------------------------------------------
-# Whole runs: the course's models and stages (PPO both paths, SFT, reward, DPO), 1 thread vs 2
+# Whole runs: the course's models and stages (PPO both paths, SFT, reward, DPO, TRL's GRPO and RLOO), 1 thread vs 2
 # ----------------------------------------------------------------------------------------------
 
 
@@ -239,3 +239,31 @@ def test_dpo_training_at_one_thread_equals_two(restore_threads, fresh_accelerate
     thread_invariance.install(REFERENCE)
     same = at_threads(1, dpo_run, tiny_lm, small_tokenizer, tmp_path / "same")
     assert same[0] == full[0] and torch.equal(same[1], full[1])
+
+
+def trl_run(algorithm, out):
+    """Two rounds of TRL's GRPO / RLOO (float32, as `trl_config` sets) from the shipped SFT policy against the
+    shipped reward model."""
+    from datasets import Dataset
+    from transformers import GPT2LMHeadModel
+
+    from rlhf_helpers.beyond_ppo.grpo_rloo import train_trl
+    from rlhf_helpers.config import PPOConfig
+
+    ppo = PPOConfig(max_minutes=None, max_steps=2, batch_size=8, mini_batch_size=4, ppo_epochs=2,
+                    response_max_tokens=8, learning_rate=1e-3)
+    prompts = Dataset.from_dict({"prompt": ["This movie was", "I rented", "The acting in this film", "A"]})
+    result = train_trl(algorithm, out, ppo, prompts=prompts, num_generations=4)
+    return without_timings(result["history"]), parameters(GPT2LMHeadModel.from_pretrained(out))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
+def test_trl_grpo_and_rloo_at_one_thread_equal_two(restore_threads, fresh_accelerate_state, tmp_path, algorithm):
+    full = at_threads(REFERENCE, trl_run, algorithm, tmp_path / "full")
+    one = at_threads(1, trl_run, algorithm, tmp_path / "one")
+    assert not runs_agree(full, one), "the runs agree without the remedy: this test proves nothing"
+    thread_invariance.install(REFERENCE)
+    same = at_threads(1, trl_run, algorithm, tmp_path / "same")
+    assert same[0] == full[0], "logged statistics differ"
+    assert torch.equal(same[1], full[1]), "weights differ"
