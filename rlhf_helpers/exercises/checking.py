@@ -12,6 +12,7 @@ check on its solution, so a solution that stopped matching the package fails the
 
 from __future__ import annotations
 
+import functools
 import traceback
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -54,8 +55,16 @@ def exercise(notebook: str, name: str, difficulty: int, importance: int, minutes
     def register(check: Callable) -> Callable:
         if name in EXERCISES:
             raise ValueError(f"two exercises are called {name!r}")
-        EXERCISES[name] = Exercise(notebook, name, difficulty, importance, minutes, check)
-        return check
+
+        @functools.wraps(check)
+        def checked(*args, **kwargs):
+            # a check seeds and draws what it needs under a forked random state: running it (once, twice, or not
+            # at all) leaves the notebook's own torch random stream where it was
+            with torch.random.fork_rng(devices=[]):
+                return check(*args, **kwargs)
+
+        EXERCISES[name] = Exercise(notebook, name, difficulty, importance, minutes, checked)
+        return checked
 
     return register
 
