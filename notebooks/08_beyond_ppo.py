@@ -477,7 +477,8 @@ plt.show()
 # the sweep is 06's run), each read from its run, not retyped.
 
 # %%
-ppo_of_06 = read_run_card(shipped_results_dir("tiny"), "evaluation")["parts"]["seeds"]["result"]["0"]["rows"][-1]
+evaluation_card = read_run_card(shipped_results_dir("tiny"), "evaluation")  # notebook 07's (again in section 6)
+ppo_of_06 = evaluation_card["parts"]["seeds"]["result"]["0"]["rows"][-1]
 last = {"DPO, this live run": held_out.iloc[-1].to_dict(), "DPO, the sweep (same step)":
         next((r for r in sweep_rows if r["step"] == live["steps"]), sweep_rows[-1]),
         f"PPO, notebook 06 (step {ppo_of_06['step']})": ppo_of_06, "SFT policy": sweep_rows[0]}
@@ -622,8 +623,7 @@ print("all three raised the reward model's score on held-out prompts")
 # * **best-of-n** from the SFT policy, n = 1 … 128, with its analytic KL $\log n - (n-1)/n$ (notebook 07).
 
 # %%
-evaluation_card = read_run_card(shipped_results_dir("tiny"), "evaluation")
-seeds = evaluation_card["parts"]["seeds"]["result"]
+seeds = evaluation_card["parts"]["seeds"]["result"]  # notebook 07's run card, read above
 bon_rows = evaluation_card["parts"]["bon"]["result"]["rows"]
 
 
