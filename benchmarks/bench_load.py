@@ -10,12 +10,11 @@ that keep one core busy each, as a second kernel or a test run would. ``own thre
 (one per core; ``RLHF_ADAPT_THREADS=0``), ``adaptive`` the course's default, ``one thread`` pinned to one
 (``OMP_NUM_THREADS=1``; idle and beside one process: the floor for a run left one core). Reported per case: the median
 seconds per step (steps 2 on; the median over the rounds), the ratio to the idle median of the same thread policy
-in the same round (every case runs once per round, a loaded case right after its idle one: this machine's speed
-drifts by 10-20% over minutes, which a ratio of neighbours mostly cancels; the median of the rounds' ratios and
-each round's), the worst step relative to its run's median (a stall), and whether every run computed the same
-numbers (statistics and weights, bit for bit) as the idle run of the same thread policy. Last, the floor: one
-thread beside one competitor over the adaptive idle step, round by round. Run it alone on the machine: other load
-is what it measures.
+in the same round (every case runs once per round, so a loaded case runs minutes after its idle one, not an hour:
+this machine's speed drifts by 10-20% over minutes; the median of the rounds' ratios and each round's), the worst
+step relative to its run's median (a stall), and whether every run computed the same numbers (statistics and
+weights, bit for bit) as the idle run of the same thread policy. Last, the floor: one thread beside one competitor
+over the adaptive idle step, round by round. Run it alone on the machine: other load is what it measures.
 """
 
 from __future__ import annotations
@@ -94,7 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3,
-                        help="times every case runs, in turn (each loaded case right after its idle one)")
+                        help="times every case runs, all cases in turn")
     parser.add_argument("--competitors", type=int, nargs="+", default=[0, 1, 3])
     parser.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -118,8 +117,7 @@ def main() -> None:
     for name, competitors in cases:
         runs, idle_runs = rows[f"{name}/{competitors}"], rows[f"{name}/0"]
         med = median([r["median"] for r in runs])
-        # each round's loaded median over the idle median of the same round: the machine's speed drifts by
-        # 10-20% over minutes, and a loaded case runs right after its idle one
+        # each round's loaded median over the idle median of the same round (see the module's docstring)
         ratios = [r["median"] / i["median"] for r, i in zip(runs, idle_runs)]
         worst = max(max(r["seconds"][1:]) / r["median"] for r in runs)
         same = "" if competitors == 0 else (

@@ -158,16 +158,22 @@ def runs_agree(a, b):
     return a[0] == b[0] and torch.equal(a[1], b[1])
 
 
+def assert_one_thread_reproduces_two(run, *args, out):
+    """`run(*args, directory) -> (history, weights)` differs at 1 thread and 2 natively (so the test can fail), and
+    at 1 thread with the remedy equals 2 threads, bit for bit."""
+    full = at_threads(REFERENCE, run, *args, out / "full")
+    one = at_threads(1, run, *args, out / "one")
+    assert not runs_agree(full, one), "the runs agree without the remedy: this test proves nothing"
+    thread_invariance.install(REFERENCE)
+    same = at_threads(1, run, *args, out / "same")
+    assert same[0] == full[0], "logged statistics differ"
+    assert torch.equal(same[1], full[1]), "weights differ"
+
+
 @pytest.mark.parametrize("fast", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["fast_path", "plain"])
 def test_ppo_at_one_thread_trains_the_policy_two_threads_train(restore_threads, fresh_accelerate_state, shipped,
                                                               tmp_path, fast):
-    full = at_threads(REFERENCE, ppo_run, shipped, fast, tmp_path / "full")
-    one = at_threads(1, ppo_run, shipped, fast, tmp_path / "one")
-    assert not runs_agree(full, one), "the runs agree without the remedy: this test proves nothing"
-    thread_invariance.install(REFERENCE)
-    same = at_threads(1, ppo_run, shipped, fast, tmp_path / "same")
-    assert same[0] == full[0], "logged statistics differ"
-    assert torch.equal(same[1], full[1]), "weights differ"
+    assert_one_thread_reproduces_two(ppo_run, shipped, fast, out=tmp_path)
 
 
 def sft_run(shipped, out):
@@ -233,18 +239,14 @@ def dpo_run(lm, tokenizer, out):
 @pytest.mark.slow
 def test_dpo_training_at_one_thread_equals_two(restore_threads, fresh_accelerate_state, tiny_lm, small_tokenizer,
                                                tmp_path):
-    full = at_threads(REFERENCE, dpo_run, tiny_lm, small_tokenizer, tmp_path / "full")
-    one = at_threads(1, dpo_run, tiny_lm, small_tokenizer, tmp_path / "one")
-    assert not runs_agree(full, one), "the runs agree without the remedy: this test proves nothing"
-    thread_invariance.install(REFERENCE)
-    same = at_threads(1, dpo_run, tiny_lm, small_tokenizer, tmp_path / "same")
-    assert same[0] == full[0] and torch.equal(same[1], full[1])
+    assert_one_thread_reproduces_two(dpo_run, tiny_lm, small_tokenizer, out=tmp_path)
 
 
 def trl_run(algorithm, out):
     """Two rounds of TRL's GRPO / RLOO (float32, as `trl_config` sets) from the shipped SFT policy against the
     shipped reward model."""
     from datasets import Dataset
+    from test_trl_trainers import PROMPTS
     from transformers import GPT2LMHeadModel
 
     from rlhf_helpers.beyond_ppo.grpo_rloo import train_trl
@@ -252,18 +254,11 @@ def trl_run(algorithm, out):
 
     ppo = PPOConfig(max_minutes=None, max_steps=2, batch_size=8, mini_batch_size=4, ppo_epochs=2,
                     response_max_tokens=8, learning_rate=1e-3)
-    prompts = Dataset.from_dict({"prompt": ["This movie was", "I rented", "The acting in this film", "A"]})
-    result = train_trl(algorithm, out, ppo, prompts=prompts, num_generations=4)
+    result = train_trl(algorithm, out, ppo, prompts=Dataset.from_dict({"prompt": PROMPTS}), num_generations=4)
     return without_timings(result["history"]), parameters(GPT2LMHeadModel.from_pretrained(out))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
 def test_trl_grpo_and_rloo_at_one_thread_equal_two(restore_threads, fresh_accelerate_state, tmp_path, algorithm):
-    full = at_threads(REFERENCE, trl_run, algorithm, tmp_path / "full")
-    one = at_threads(1, trl_run, algorithm, tmp_path / "one")
-    assert not runs_agree(full, one), "the runs agree without the remedy: this test proves nothing"
-    thread_invariance.install(REFERENCE)
-    same = at_threads(1, trl_run, algorithm, tmp_path / "same")
-    assert same[0] == full[0], "logged statistics differ"
-    assert torch.equal(same[1], full[1]), "weights differ"
+    assert_one_thread_reproduces_two(trl_run, algorithm, out=tmp_path)
