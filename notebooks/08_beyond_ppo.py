@@ -566,8 +566,8 @@ for algorithm in ["grpo", "rloo"]:
 # ### Equal wall time: PPO vs GRPO vs RLOO
 #
 # `scripts/compare_algorithms.py --minutes 5` trains each algorithm from the SFT policy for the same 5 minutes on 2
-# CPU cores with the default settings (4 passes over each round, β = 0.2; model loading excluded), then evaluates
-# every policy on the same 256 held-out prompts. The recorded run:
+# CPU cores with notebook 05's recipe, `PPOConfig`'s defaults (4 passes over each round, learning rate 5e-05,
+# β = 0.2; model loading excluded), then evaluates every policy on the same 256 held-out prompts. The recorded run:
 
 # %%
 compare = read_run_card(shipped_results_dir("tiny"), "compare")

@@ -294,6 +294,9 @@ CLAIMS = [
           r"done: 150 steps in (\d\.\d) min"),
     Claim("06_rlhf_training_loop", r"the two exercises are budgeted at (\d+) and (\d+) minutes",
           _exercise_minutes("06")),
+    Claim("08_beyond_ppo", r"`PPOConfig`'s defaults \((\d) passes over each round, learning rate (\S+), β = (\d\.\d);",
+          _card("compare", lambda metrics: [str(metrics["runs"]["ppo"]["settings"][k])
+                                            for k in ("ppo_epochs", "learning_rate", "init_kl_coef")], key="metrics")),
     Claim("05_ppo_from_scratch", r"class default learning rate, (\S+) \(the tiny profile's recipe trains with (\S+)\)",
           _learning_rates, in_code=True),
 ]
@@ -375,3 +378,31 @@ def test_a_planted_mismatch_is_caught(claim):
             cell["source"] = [source.replace(number, planted, 1)]
             break
     assert disagreement(claim, notebook) is not None
+
+
+def test_the_compare_script_trains_with_the_settings_of_its_shipped_card():
+    """scripts/compare_algorithms.py, run today, trains with the settings the run card notebook 08 plots records: our
+    PPO's (fields renamed since: ``cliprange``, ``steps``; added since: ``fast_path``, off, the path the card ran)
+    and the GRPO and RLOO configs TRL gets. So the card can be reproduced and the text's settings hold for a new run.
+    """
+    import dataclasses
+    import importlib.util
+
+    from rlhf_helpers.beyond_ppo.grpo_rloo import trl_config
+    from rlhf_helpers.core.assets import shipped_results_dir
+    from rlhf_helpers.core.run_card import read_run_card
+
+    spec = importlib.util.spec_from_file_location("compare_algorithms", NOTEBOOKS.parent / "scripts" / "compare_algorithms.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    card = read_run_card(shipped_results_dir("tiny"), "compare")
+    config = script.compare_config(card["config"]["minutes"])
+    ppo = dataclasses.asdict(config.ppo)
+    renamed = {"cliprange": "clip_range", "cliprange_value": "clip_range_value", "steps": "max_steps"}
+    recorded = {renamed.get(k, k): v for k, v in card["metrics"]["runs"]["ppo"]["settings"].items()}
+    assert {k: ppo[k] for k in recorded} == recorded
+    assert set(ppo) - set(recorded) == {"fast_path", "micro_batch_size", "threads"} and not ppo["fast_path"]
+    for algorithm in ("grpo", "rloo"):
+        recorded = card["metrics"]["runs"][algorithm]["settings"]
+        trl = trl_config(algorithm, "unused", config.ppo, bf16=recorded["bf16"] == "True")
+        assert {k: str(getattr(getattr(trl, k), "value", getattr(trl, k))) for k in recorded} == recorded, algorithm

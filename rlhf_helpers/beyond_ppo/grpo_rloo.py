@@ -233,7 +233,7 @@ def trl_config(algorithm: str, output_dir: str | Path, ppo: PPOConfig | None = N
     """The `GRPOConfig` / `RLOOConfig` of `train_trl`, derived from our `PPOConfig` (nothing retyped).
 
     ``algorithm``: "grpo" or "rloo". ``ppo``: the PPO settings to mirror (default: the tiny profile's). Each
-    PPO field (tiny value), the TRL setting it becomes, and TRL 1.16's default:
+    PPO field (its `PPOConfig` default), the TRL setting it becomes, and TRL 1.16's default:
 
     * ``batch_size`` 64 -> completions sampled per round (TRL's ``generation_batch_size`` = per-device batch x
       ``steps_per_generation``). PPO: ``batch_size`` 64 rollouts per step.
