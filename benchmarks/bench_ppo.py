@@ -5,6 +5,9 @@
     python benchmarks/bench_ppo.py --paths plain
     python benchmarks/bench_ppo.py --profile 25  # also the 25 costliest operators of each path (torch.profiler)
 
+A full run (not --quick, not --profile, both paths) writes its figures and every step's timings to
+benchmarks/results/bench_ppo.json, so the ratio quoted in a note can be looked up with the run it came from.
+
 "plain" is ``PPOConfig(fast_path=False)``, "fast" is ``fast_path=True`` (see its docstring in
 `rlhf_helpers.config.PPOConfig`), with the rollouts scored in bf16 as the pipeline does on the fast path
 (`rlhf_helpers.ppo.trainer.reward_autocast_dtype`). Both run in this process, step by step in turn, from the same
@@ -18,7 +21,10 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import json
+import os
 import tempfile
+import time
 
 import numpy as np
 import torch
@@ -112,6 +118,23 @@ def main() -> None:
         print(f"\nsteps per second: plain {1 / plain['seconds']:.3f}, fast {1 / fast['seconds']:.3f} "
               f"({plain['seconds'] / fast['seconds']:.2f}x; step by step: median {np.median(pairs):.2f}x, "
               f"range {min(pairs):.2f}-{max(pairs):.2f}x)")
+        if not (args.quick or args.profile):
+            save(results, all_rows, pairs, base)
+
+
+def save(results: dict, all_rows: dict[str, list[dict]], pairs: list[float], base: PPOConfig) -> None:
+    """The figures and every step's timings, to benchmarks/results/bench_ppo.json."""
+    keys = ["seconds"] + [f"time_{p}" for p in PHASES]
+    record = {"written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "settings": dataclasses.asdict(base),
+              "median_seconds": results, "speed_up": results["plain"]["seconds"] / results["fast"]["seconds"],
+              "step_by_step": {"median": float(np.median(pairs)), "min": min(pairs), "max": max(pairs)},
+              "steps": {path: [{k: row[k] for k in ["step", *keys]} for row in rows] for path, rows in all_rows.items()}}
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_ppo.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as handle:
+        json.dump(record, handle, indent=1)
+    print(f"written: {path}")
 
 
 if __name__ == "__main__":
