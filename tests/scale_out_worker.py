@@ -105,7 +105,7 @@ def run_ppo(args, tokenizer, out: Path) -> tuple[torch.nn.Module, dict]:
     config = PPOConfig(max_steps=args.steps, max_minutes=args.max_minutes, batch_size=8, mini_batch_size=4,
                        ppo_epochs=2, learning_rate=1e-3, response_min_tokens=3, response_max_tokens=6,
                        checkpoint_every=2, seed=0, mixed_precision="no", micro_batch_size=args.micro_batch_size,
-                       **extra)
+                       fast_path=args.fast_path, **extra)
     trainer = PPOTrainer(PolicyWithValueHead(copy.deepcopy(lm)), copy.deepcopy(lm), tokenizer, reward, prompts,
                          config, out)
     trainer.maybe_resume()
@@ -126,6 +126,7 @@ def main() -> int:
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--stop-after", type=int, default=None)
     parser.add_argument("--ratio-threshold", type=float, default=None)  # PPO: low, to make it skip mini-batches
+    parser.add_argument("--fast-path", action="store_true")  # PPO: PPOConfig.fast_path
     args = parser.parse_args()
     torch.set_num_threads(1)  # two processes on two cores: one thread each, no oversubscription
     tokenizer = load_tokenizer(str(shipped_tokenizer_dir("tiny")))

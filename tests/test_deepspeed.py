@@ -196,13 +196,15 @@ def _needs_deepspeed():
 
 
 @pytest.mark.slow
-def test_zero2_runs_the_ppo_of_ddp_with_accumulation_and_skipped_mini_batches(tmp_path):
+@pytest.mark.parametrize("path", [[], ["--fast-path"]], ids=["plain", "fast_path"])
+def test_zero2_runs_the_ppo_of_ddp_with_accumulation_and_skipped_mini_batches(path, tmp_path):
     """2 processes x 2 accumulated micro-batches per mini-batch, and a ratio threshold that skips most mini-batches
-    after the first of each step: the skips must drop the accumulated gradients in ZeRO's buffers too."""
+    after the first of each step: the skips must drop the accumulated gradients in ZeRO's buffers too. The fast path
+    too (the tiny profile's: packed forward, KV-cache sampling, fused Adam under ZeRO's optimizer)."""
     _needs_deepspeed()
     from tests.test_scale_out import assert_same_weights, launch
 
-    args = ("--micro-batch-size", "1", "--ratio-threshold", "1.002")
+    args = ("--micro-batch-size", "1", "--ratio-threshold", "1.002", *path)
     zero2 = launch("ppo", tmp_path / "zero2", 2, *args, deepspeed=True)
     ddp = launch("ppo", tmp_path / "ddp", 2, *args)
     assert zero2[0]["world_size"] == 2 and zero2[0]["steps"] == zero2[1]["steps"] == 4

@@ -89,9 +89,11 @@ def test_two_processes_train_what_one_trains(stage, half_batch, atol, tmp_path):
     assert_same_weights(tmp_path / "one", tmp_path / "accumulated", atol=atol)
 
 
-def test_two_processes_run_the_ppo_of_one_process_with_the_same_shards(tmp_path):
-    one = launch("ppo", tmp_path / "one", 1, "--micro-batch-size", "2")  # 2 shards of each mini-batch, in turn
-    two = launch("ppo", tmp_path / "two", 2)  # the same 2 shards, one per process
+@pytest.mark.parametrize("path", [[], ["--fast-path"]], ids=["plain", "fast_path"])
+def test_two_processes_run_the_ppo_of_one_process_with_the_same_shards(path, tmp_path):
+    """The fast path too (the tiny profile's): its packed forward, KV-cache sampling and fused Adam, under DDP."""
+    one = launch("ppo", tmp_path / "one", 1, "--micro-batch-size", "2", *path)  # 2 shards of each mini-batch, in turn
+    two = launch("ppo", tmp_path / "two", 2, *path)  # the same 2 shards, one per process
     assert two[0]["losses"] == two[1]["losses"], "the processes logged different statistics"
     for step_one, step_two in zip(one[0]["losses"], two[0]["losses"], strict=True):
         for key in step_one:
